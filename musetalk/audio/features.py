@@ -1,0 +1,63 @@
+"""Whisper encoder features and their per-video-frame windows, as MuseTalk computes them.
+
+Whisper yields 50 feature frames per second. Each video frame i takes 10 consecutive feature frames
+(all 5 hidden states each) starting at floor(i * 50 / fps) in a zero-padded sequence, flattened to
+(50, 384). Unlike the official code, fps is NOT truncated to an integer: 29.97 fps video gets
+floor(seconds * 29.97) frames whose windows stay aligned with the audio.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .load import SAMPLE_RATE
+
+FEATURE_RATE = 50
+SEGMENT_SAMPLES = 30 * SAMPLE_RATE
+PAD_LEFT = 2
+PAD_RIGHT = 2
+WINDOW = 2 * (PAD_LEFT + PAD_RIGHT + 1)
+
+
+def frame_count(num_samples: int, fps: float) -> int:
+    """Video frames covered by ``num_samples`` of 16 kHz audio: floor(seconds x fps)."""
+    return math.floor((num_samples / SAMPLE_RATE) * fps)
+
+
+@torch.inference_mode()
+def whisper_hidden_states(encoder, extractor, samples: np.ndarray, device, dtype: torch.dtype) -> np.ndarray:
+    """16 kHz mono float32 (N,) -> float32 (floor(N / 16000 * 50), L + 1, D): every encoder hidden state
+    (embedding output and each layer's output) per 20 ms feature frame. Audio is encoded in 30 s segments."""
+    outputs = []
+    for start in range(0, max(len(samples), 1), SEGMENT_SAMPLES):
+        segment = samples[start : start + SEGMENT_SAMPLES]
+        mel = extractor(segment, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
+        hidden = encoder(mel.to(device=device, dtype=dtype), output_hidden_states=True).hidden_states
+        outputs.append(torch.stack(hidden, dim=2)[0].float().cpu())
+    states = torch.cat(outputs, dim=0)
+    return states[: math.floor((len(samples) / SAMPLE_RATE) * FEATURE_RATE)].numpy()
+
+
+def frame_windows(states: np.ndarray, num_samples: int, fps: float) -> np.ndarray:
+    """Hidden states (F, S, D) of ``num_samples`` audio -> (T, 10 * S, D) float32 prompts, T = floor(seconds x fps).
+
+    Row ``t * S + s`` of a prompt is hidden state ``s`` of feature frame ``t`` of the window.
+    """
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    step = FEATURE_RATE / fps
+    pad = math.ceil(step)
+    _, num_states, width = states.shape
+    padded = np.concatenate(
+        [
+            np.zeros((pad * PAD_LEFT, num_states, width), np.float32),
+            states.astype(np.float32, copy=False),
+            np.zeros((pad * 3 * PAD_RIGHT, num_states, width), np.float32),
+        ]
+    )
+    count = frame_count(num_samples, fps)
+    starts = np.array([math.floor(i * step) for i in range(count)], dtype=np.int64)
+    index = starts[:, None] + np.arange(WINDOW)[None, :]
+    return padded[index].reshape(count, WINDOW * num_states, width)

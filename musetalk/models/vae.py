@@ -1,0 +1,43 @@
+"""The frozen sd-vae-ft-mse autoencoder and the exact pre/post-processing MuseTalk applies."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL
+
+from ..errors import CheckpointError
+
+CROP_SIZE = 256
+
+
+def load_vae(folder: Path, device: str | torch.device, dtype: torch.dtype) -> AutoencoderKL:
+    try:
+        vae = AutoencoderKL.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"cannot load the VAE from {folder}/: {str(exc).splitlines()[0]}") from exc
+    return vae.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def crops_to_tensor(crops: np.ndarray, mask_lower_half: bool) -> torch.Tensor:
+    """uint8 (N, 256, 256, 3) RGB -> float32 (N, 3, 256, 256) in [-1, 1]; masked rows 128.. become -1."""
+    x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float() / 255.0
+    if mask_lower_half:
+        x[:, :, x.shape[2] // 2 :, :] = 0.0
+    return (x - 0.5) / 0.5
+
+
+@torch.inference_mode()
+def encode(vae: AutoencoderKL, images: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) in [-1, 1] -> scaled latent means (N, 4, H/8, W/8). The mean makes runs repeatable."""
+    images = images.to(device=vae.device, dtype=vae.dtype)
+    return vae.config.scaling_factor * vae.encode(images).latent_dist.mean
+
+
+@torch.inference_mode()
+def decode_to_uint8(vae: AutoencoderKL, latents: torch.Tensor) -> np.ndarray:
+    """Scaled latents (N, 4, h, w) -> uint8 (N, 8h, 8w, 3) RGB, rounded as the official code does."""
+    image = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
+    image = (image.float() / 2 + 0.5).clamp(0, 1)
+    return (image.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
