@@ -88,8 +88,11 @@ def write_vae(root: Path, size: str = "tiny", seed: int = 0, safe_serialization:
 def write_whisper(root: Path, size: str = "tiny", seed: int = 0) -> None:
     torch.manual_seed(seed)
     model = WhisperModel(WhisperConfig(**(WHISPER_TINY if size == "tiny" else WHISPER_FULL)))
-    model.save_pretrained(root / "whisper", safe_serialization=False)
-    WhisperFeatureExtractor(feature_size=80).save_pretrained(root / "whisper")
+    folder = root / "whisper"
+    folder.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(folder)
+    torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    WhisperFeatureExtractor(feature_size=80).save_pretrained(folder)
 
 
 def write_random_models(root: str | Path, size: str = "tiny", versions=("v1.5", "v1.0"),
