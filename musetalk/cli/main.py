@@ -9,7 +9,7 @@ import sys
 
 from ..errors import MuseTalkError
 
-COMMANDS = ("download", "dub", "avatar", "serve", "train", "eval")
+COMMANDS = ("download", "dub", "avatar", "serve", "train", "eval", "face_debug")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,96 @@
+"""Frames in, one :class:`FaceRecord` per frame out: detection/tracking, full-resolution landmarks,
+temporal smoothing and the official crop box."""
+from __future__ import annotations
+
+import logging
+from typing import Iterable
+
+import cv2
+import numpy as np
+
+from ..errors import FaceError
+from .crop import VERSIONS, bbox_shift_range, crop_box_from_landmarks
+from .detect import LandmarkBackend, create_backend
+from .smoothing import OneEuroFilter
+from .tracking import FaceTracker
+from .types import FaceRecord
+
+log = logging.getLogger(__name__)
+
+# A jump of the landmarks by more than this fraction of the face height in one frame is a cut: no smoothing.
+CUT_JUMP = 0.5
+
+
+class FaceAnalyzer:
+    """Stateful face analysis of a video (or independent photos after :meth:`reset`).
+
+    backend: registered backend name ("dlib") or a :class:`LandmarkBackend` instance.
+    version: "v1.5" (bbox_shift ignored, ``extra_margin`` px added below the chin) or "v1.0".
+    smooth: One-Euro filter on the landmarks (and so on the crop boxes); ``min_cutoff_hz``/``beta`` tune it.
+    face_index: which face to follow at the start, by decreasing size (0 = largest).
+    fps: frame rate of the video (the filter's sample rate).
+    detect_size: longest side (px) of the downscaled frame used for full-frame detection.
+    """
+
+    def __init__(self, backend: str | LandmarkBackend = "dlib", version: str = "v1.5", bbox_shift: int = 0,
+                 extra_margin: int = 10, smooth: bool = True, face_index: int = 0, fps: float = 25.0,
+                 detect_size: int = 640, min_cutoff_hz: float = 0.5, beta: float = 8.0) -> None:
+        if version not in VERSIONS:
+            raise FaceError(f"unknown MuseTalk version {version!r}: use one of {VERSIONS}")
+        if version == "v1.5" and bbox_shift:
+            log.warning("bbox_shift=%d is ignored by v1.5 (use extra_margin)", bbox_shift)
+        self.backend = create_backend(backend)
+        self.version = version
+        self.bbox_shift = int(bbox_shift)
+        self.extra_margin = int(extra_margin)
+        self.smooth = bool(smooth)
+        self.tracker = FaceTracker(self.backend, face_index=face_index, detect_size=detect_size)
+        self.filter = OneEuroFilter(rate_hz=fps, min_cutoff_hz=min_cutoff_hz, beta=beta)
+        self._last_landmarks: np.ndarray | None = None
+
+    def reset(self) -> None:
+        """Start a new clip: forget the followed face and the smoothing history."""
+        self.tracker.reset()
+        self.filter.reset()
+        self._last_landmarks = None
+
+    def analyze(self, frame: np.ndarray) -> FaceRecord:
+        """Record of the next frame (uint8 (H, W, 3) RGB) of the current clip."""
+        gray = _to_gray(frame)
+        det = self.tracker(gray)
+        if det is None:
+            self.filter.reset()
+            self._last_landmarks = None
+            return FaceRecord.missing()
+        landmarks = self.backend.landmarks(gray, det.box)
+        if self.smooth:
+            landmarks = self._smoothed(landmarks, float(det.box[3] - det.box[1]))
+        crop_box = crop_box_from_landmarks(landmarks, det.box, frame.shape, self.version, self.bbox_shift,
+                                           self.extra_margin)
+        return FaceRecord(found=True, box=det.box, landmarks=landmarks, crop_box=crop_box, score=det.score)
+
+    def analyze_all(self, frames: Iterable[np.ndarray]) -> list[FaceRecord]:
+        """One record per frame, in order, for a whole clip (resets first). Frames without a face get
+        ``found=False`` and keep their place."""
+        self.reset()
+        records = [self.analyze(frame) for frame in frames]
+        missing = sum(not r.found for r in records)
+        if missing:
+            log.info("%d of %d frames have no face and will be passed through", missing, len(records))
+        lo, hi = bbox_shift_range(records)
+        log.debug("useful bbox_shift range [%d, %d], current %d", lo, hi, self.bbox_shift)
+        return records
+
+    def _smoothed(self, landmarks: np.ndarray, face_height: float) -> np.ndarray:
+        if self._last_landmarks is not None:
+            jump = np.linalg.norm(landmarks - self._last_landmarks, axis=1).mean()
+            if jump > CUT_JUMP * face_height:
+                self.filter.reset()
+        self._last_landmarks = landmarks
+        return self.filter(landmarks, scale=face_height)
+
+
+def _to_gray(frame: np.ndarray) -> np.ndarray:
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        raise FaceError(f"expected a uint8 (H, W, 3) RGB frame, got {frame.dtype} {frame.shape}")
+    return cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
