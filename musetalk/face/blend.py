@@ -29,14 +29,17 @@ def match_colour(face: np.ndarray, target: np.ndarray, weights: np.ndarray) -> n
     return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
 
 
-def paste_face(frame: np.ndarray, face: np.ndarray, rec: FaceRecord, mask: BlendMask,
+def paste_face(frame: np.ndarray, face: np.ndarray, rec: FaceRecord, mask: BlendMask | None,
                colour_match: bool = False) -> np.ndarray:
     """New frame (uint8 (H, W, 3) RGB) with ``face`` (uint8 (S, S, 3) RGB, usually 256x256) resized
     (bilinear) into ``rec.crop_box`` and alpha-blended with ``mask``. Pixels outside ``mask.box``, and
-    wherever the mask is 0, are bit-identical to ``frame``. Frames without a face come back unchanged."""
+    wherever the mask is 0, are bit-identical to ``frame``. Frames without a face (``rec.found`` False,
+    ``mask`` may be None) come back unchanged. ``colour_match`` applies :func:`match_colour` first."""
     out = frame.copy()
     if not rec.found:
         return out
+    if mask is None:
+        raise FaceError("paste_face needs the BlendMask of this frame: build it with make_blend_mask")
     mx1, my1, mx2, my2 = (int(v) for v in mask.box)
     x1, y1, x2, y2 = (int(v) for v in rec.crop_box)
     if x2 <= x1 or y2 <= y1 or mask.mask.shape != (my2 - my1, mx2 - mx1):

@@ -1,7 +1,6 @@
 """The official crop rule (landmark box, ``bbox_shift``, v1.5 ``extra_margin``) and the 256x256 crops."""
 from __future__ import annotations
 
-import logging
 from typing import Sequence
 
 import cv2
@@ -10,8 +9,6 @@ import numpy as np
 from ..errors import FaceError
 from .landmarks import BRIDGE_MID, BRIDGE_UPPER, NOSE_TIP
 from .types import FaceRecord
-
-log = logging.getLogger(__name__)
 
 CROP_SIZE = 256
 VERSIONS = ("v1.5", "v1.0")

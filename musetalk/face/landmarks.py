@@ -5,12 +5,8 @@ import numpy as np
 
 JAW = np.arange(0, 17)
 BROWS = np.arange(17, 27)
-NOSE_BRIDGE = np.arange(27, 31)
 NOSE = np.arange(27, 36)
-NOSTRILS = np.arange(31, 36)
-EYES = np.arange(36, 48)
 MOUTH = np.arange(48, 68)
-INNER_LIPS = np.arange(60, 68)
 # Points of the crop rule: 28 upper and 29 lower nose bridge, 30 nose tip.
 BRIDGE_UPPER, BRIDGE_MID, NOSE_TIP = 28, 29, 30
 CHIN = 8

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..errors import FaceError
 from ..models.bisenet import BiSeNet, load_bisenet
 from ..models.layout import model_paths
 
@@ -79,7 +80,7 @@ class FaceParser:
             jaw = np.where(self.cheeks, eroded, grown) > 0
             keep = (jaw & (parsing != NOSE)) | mouth
         else:
-            raise ValueError(f"unknown parsing mode {mode!r}: use one of {MODES}")
+            raise FaceError(f"unknown blend mask mode {mode!r}: use one of {MODES}")
         region = keep.astype(np.uint8) * 255
         return cv2.resize(region, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
 

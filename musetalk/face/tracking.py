@@ -90,7 +90,7 @@ class FaceTracker:
         if self._last is None and not self._started:
             order = sorted(range(len(boxes)), key=lambda i: -_area(boxes[i]))
             if self.face_index >= len(order):
-                log.warning("face_index %d asked for, only %d face(s) found", self.face_index, len(order))
+                log.debug("face_index %d asked for, only %d face(s) found", self.face_index, len(order))
                 return None
             self._started = True
             best = order[self.face_index]
