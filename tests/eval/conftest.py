@@ -44,6 +44,12 @@ def write_clip(path: Path, frames: list[np.ndarray], audio: np.ndarray | None = 
 
 
 @pytest.fixture(scope="session")
+def clip_writer():
+    """``write_clip(path, frames, audio=None) -> path``: encode frames at 25 fps (audio 16 kHz)."""
+    return write_clip
+
+
+@pytest.fixture(scope="session")
 def sun_clips(tmp_path_factory, sun_frames, sun_audio) -> tuple[Path, Path]:
     """(generated, source): the same 40 frames encoded twice; the generated one carries the audio."""
     folder = tmp_path_factory.mktemp("clips")
