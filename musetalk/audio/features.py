@@ -40,24 +40,23 @@ def whisper_hidden_states(encoder, extractor, samples: np.ndarray, device, dtype
     return states[: math.floor((len(samples) / SAMPLE_RATE) * FEATURE_RATE)].numpy()
 
 
-def frame_windows(states: np.ndarray, num_samples: int, fps: float) -> np.ndarray:
-    """Hidden states (F, S, D) of ``num_samples`` audio -> (T, 10 * S, D) float32 prompts, T = floor(seconds x fps).
+def frame_windows(states: np.ndarray, num_samples: int, fps: float, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Hidden states (F, S, D) of ``num_samples`` audio -> prompts float32 (stop - start, 10 * S, D) for video
+    frames ``start..stop-1`` (default: all T = floor(seconds x fps) frames).
 
-    Row ``t * S + s`` of a prompt is hidden state ``s`` of feature frame ``t`` of the window.
+    Row ``t * S + s`` of a prompt is hidden state ``s`` of feature frame ``t`` of the window; frame i's
+    window starts at feature frame floor(i * 50 / fps) - 2 * ceil(50 / fps) (zeros outside the audio).
     """
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
     step = FEATURE_RATE / fps
-    pad = math.ceil(step)
-    _, num_states, width = states.shape
-    padded = np.concatenate(
-        [
-            np.zeros((pad * PAD_LEFT, num_states, width), np.float32),
-            states.astype(np.float32, copy=False),
-            np.zeros((pad * 3 * PAD_RIGHT, num_states, width), np.float32),
-        ]
-    )
+    left = math.ceil(step) * PAD_LEFT
     count = frame_count(num_samples, fps)
-    starts = np.array([math.floor(i * step) for i in range(count)], dtype=np.int64)
+    stop = count if stop is None else min(stop, count)
+    starts = np.array([math.floor(i * step) - left for i in range(start, stop)], dtype=np.int64)
     index = starts[:, None] + np.arange(WINDOW)[None, :]
-    return padded[index].reshape(count, WINDOW * num_states, width)
+    valid = (index >= 0) & (index < len(states))
+    windows = states[np.clip(index, 0, max(len(states) - 1, 0))].astype(np.float32)
+    windows[~valid] = 0.0
+    _, num_states, width = states.shape
+    return windows.reshape(len(starts), WINDOW * num_states, width)

@@ -67,11 +67,15 @@ def load_audio(source: str | os.PathLike | np.ndarray) -> np.ndarray:
         if source.ndim not in (1, 2) or not np.issubdtype(source.dtype, np.floating):
             raise AudioError("an in-memory audio array must be float, shape (samples,) or (samples, channels), at 16 kHz")
         return to_mono_16k(source, SAMPLE_RATE)
-    path = Path(source)
+    return to_mono_16k(*decode_audio(source))
+
+
+def decode_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """Audio of a file at its own rate and channels: float32 (samples, channels) and the rate in Hz."""
+    path = Path(path)
     if not path.is_file():
         raise AudioError(f"audio file not found: {path}")
-    decoded = _decode_soundfile(path) or _decode_pyav(path)
-    samples = to_mono_16k(*decoded)
+    samples, rate = _decode_soundfile(path) or _decode_pyav(path)
     if len(samples) == 0:
         raise AudioError(f"{path} contains no audio samples")
-    return samples
+    return samples, rate

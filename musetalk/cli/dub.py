@@ -1,0 +1,123 @@
+"""``musetalk dub``: lip-sync a video or photo to speech, one pair or a CSV of jobs."""
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import sys
+from pathlib import Path
+
+from ..errors import MuseTalkError
+from ..models.layout import ENV_VAR, VERSIONS
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "dub", help="lip-sync a video or photo to speech",
+        description="Re-render the lower face of SOURCE (a video or a single photo) so the lips follow AUDIO, "
+                    "and write an mp4 with the audio muxed. Output frames = floor(audio seconds x fps); a "
+                    "video shorter than the audio plays forward and backward.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("source", nargs="?", help="talking-head video (mp4, mov, mkv, ...) or photo (png, jpg, ...)")
+    p.add_argument("audio", nargs="?", help="speech: wav, flac, mp3, m4a, or a video with an audio track")
+    p.add_argument("-o", "--output", help="output mp4 (written beside as a temporary file, renamed when complete)")
+    p.add_argument("--jobs", metavar="CSV", help="run many dubs with one model load: a CSV with columns "
+                                                  "source,audio,output; existing outputs are skipped")
+    p.add_argument("--models", help=f"models folder in the official layout (default: ${ENV_VAR} or ./models)")
+    p.add_argument("--version", choices=VERSIONS, default="v1.5", help="MuseTalk checkpoint version")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
+    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
+                   help="model precision (half precision needs a GPU)")
+    p.add_argument("--batch-size", type=int, default=8, help="frames generated per UNet/VAE call")
+    p.add_argument("--bbox-shift", type=int, default=0,
+                   help="v1.0 only: move the mask boundary down (+) or up (-) in pixels; v1.5 ignores it")
+    p.add_argument("--extra-margin", type=int, default=10, help="v1.5: pixels added below the chin to the crop")
+    p.add_argument("--fps", type=float, default=25.0, help="frame rate of the output for a photo source "
+                                                            "(a video keeps its own true rate)")
+    p.add_argument("--crf", type=int, default=18, help="H.264 quality: lower is better and larger (0-51)")
+    p.add_argument("--start", type=float, default=0.0, help="start of the audio to use, seconds")
+    p.add_argument("--end", type=float, default=None, help="end of the audio to use, seconds (default: its end)")
+    p.add_argument("--no-smooth", action="store_true", help="no temporal smoothing of the face boxes")
+    p.add_argument("--silence-still", action="store_true",
+                   help="keep the mouth still and closed in pauses of the speech (no lip chatter)")
+    p.add_argument("--blend", choices=("landmarks", "parsing"), default="landmarks",
+                   help="blend mask: from landmarks (no extra weights) or BiSeNet face parsing "
+                        "(needs face-parse-bisent/79999_iter.pth in the models folder)")
+    p.add_argument("--colour-match", action="store_true", help="match the generated face's colours to the frame")
+    p.add_argument("--face-index", type=int, default=0,
+                   help="which face to follow when several are visible: 0 = largest at the start, 1 = next, ...")
+    p.add_argument("--debug-overlay", metavar="PNG",
+                   help="save landmarks, crop box and blend mask drawn on the first face frame to this image")
+    p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bar")
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help="debug logging and full tracebacks")
+    p.set_defaults(func=run)
+
+
+def options_from_args(args: argparse.Namespace):
+    from ..pipeline.dub import DubOptions
+
+    return DubOptions(
+        models=args.models, version=args.version, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
+        bbox_shift=args.bbox_shift, extra_margin=args.extra_margin, fps=args.fps, crf=args.crf, start=args.start,
+        end=args.end, smooth=not args.no_smooth, debug_overlay=args.debug_overlay, silence_still=args.silence_still,
+        blend=args.blend, colour_match=args.colour_match, face_index=args.face_index, progress=not args.quiet,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..pipeline.dub import dub
+
+    options = options_from_args(args)
+    if args.jobs:
+        if args.source or args.audio or args.output:
+            raise MuseTalkError("give either --jobs CSV or SOURCE AUDIO -o OUTPUT, not both")
+        return run_jobs(Path(args.jobs), options)
+    if not (args.source and args.audio and args.output):
+        raise MuseTalkError("usage: musetalk dub SOURCE AUDIO -o OUTPUT.mp4 (or --jobs jobs.csv); see --help")
+    result = dub(args.source, args.audio, args.output, options)
+    print(f"{result.output}: {result.frames} frames at {result.fps:g} fps, {result.audio_seconds:.2f} s of audio, "
+          f"{result.frames_per_second:.2f} frames/s")
+    return 0
+
+
+def read_jobs(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        raise MuseTalkError(f"jobs file not found: {path}")
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        missing = {"source", "audio", "output"} - set(reader.fieldnames or ())
+        if missing:
+            raise MuseTalkError(f"{path} needs the columns source,audio,output (missing: {', '.join(sorted(missing))})")
+        return [row for row in reader if any((v or "").strip() for v in row.values())]
+
+
+def run_jobs(path: Path, options) -> int:
+    """Dub every row with one model load; skip existing outputs, go on past failures, print a summary."""
+    from ..pipeline.dub import dub, load_model
+
+    rows = read_jobs(path)
+    base = path.parent
+    model = None
+    done, skipped, failed = 0, 0, []
+    for n, row in enumerate(rows, start=1):
+        source, audio, output = (base / row[k].strip() for k in ("source", "audio", "output"))
+        if output.exists():
+            log.info("row %d: %s exists, skipped", n, output)
+            skipped += 1
+            continue
+        try:
+            model = model or load_model(options)
+            dub(source, audio, output, options, model=model)
+            done += 1
+        except MuseTalkError as exc:
+            if model is None:
+                raise
+            print(f"musetalk: row {n} failed: {exc}", file=sys.stderr)
+            failed.append(n)
+    summary = f"{len(rows)} jobs: {done} done, {skipped} skipped (output exists), {len(failed)} failed"
+    print(summary + (f" (rows {', '.join(map(str, failed))})" if failed else ""))
+    return 1 if failed else 0

@@ -1,0 +1,349 @@
+"""``dub``: a talking-head video or a photo plus speech -> a lip-synced mp4 with the audio muxed.
+
+Streaming, in-process, bounded memory:
+
+    decode + face analysis + crop  (thread)  ->  encode latents + generate in batches  (caller's thread)
+                                             ->  paste-back + video encode  (thread)
+
+Output frame count = floor(audio seconds x fps) with the source's true fps; frames without a face are
+passed through in place; the mp4 is written beside OUT and renamed only when complete.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..audio import SAMPLE_RATE, decode_audio, frame_count, frame_windows, to_mono_16k, whisper_hidden_states
+from ..audio.silence import silent_frames, still_weights
+from ..errors import AudioError, FaceError, MuseTalkError
+from ..face import FaceAnalyzer, FaceRecord, crop_face, draw_debug_overlay, make_blend_mask, paste_face
+from ..video import VideoWriter, atomic_output
+from .lipsync import MuseTalk
+from .source import SourceInfo, describe_source, source_frames
+from .timing import StageTimer
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+BLEND_MODES = {"v1.5": "jaw", "v1.0": "raw"}
+
+
+@dataclass
+class DubOptions:
+    """Settings of one dub; defaults are the official ones where the official tool has them."""
+
+    models: str | None = None
+    version: str = "v1.5"
+    device: str = "cpu"
+    dtype: str = "float32"
+    batch_size: int = 8
+    bbox_shift: int = 0
+    extra_margin: int = 10
+    fps: float = 25.0
+    crf: int = 18
+    start: float = 0.0
+    end: float | None = None
+    smooth: bool = True
+    debug_overlay: str | None = None
+    silence_still: bool = False
+    blend: str = "landmarks"
+    colour_match: bool = False
+    face_index: int = 0
+    progress: bool = True
+
+
+@dataclass
+class DubResult:
+    output: str
+    frames: int
+    fps: float
+    audio_seconds: float
+    frames_without_face: int
+    seconds: float
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames / self.seconds if self.seconds else 0.0
+
+
+@dataclass
+class _Speech:
+    """The driving audio: 16 kHz mono for the features, the original samples for the mp4."""
+
+    mono16k: np.ndarray
+    native: np.ndarray
+    native_rate: int
+
+    @property
+    def seconds(self) -> float:
+        return len(self.mono16k) / SAMPLE_RATE
+
+
+def load_speech(path: str | os.PathLike, start: float = 0.0, end: float | None = None) -> _Speech:
+    """Decode ``path`` once and cut it to [start, end) seconds."""
+    native, rate = decode_audio(path)
+    duration = len(native) / rate
+    stop = duration if end is None else min(end, duration)
+    if start < 0 or start >= stop:
+        raise AudioError(f"--start {start} / --end {end} leave no audio of {path} ({duration:.2f} s long)")
+    native = native[int(round(start * rate)) : int(round(stop * rate))]
+    return _Speech(to_mono_16k(native, rate), native, rate)
+
+
+def load_model(options: DubOptions) -> MuseTalk:
+    if options.dtype not in DTYPES:
+        raise MuseTalkError(f"unknown --dtype {options.dtype!r}: choose one of {', '.join(DTYPES)}")
+    return MuseTalk.from_pretrained(options.models, options.version, options.device, DTYPES[options.dtype])
+
+
+class Prompts:
+    """Audio prompts (50, 384) per output frame, windowed lazily from the whisper hidden states so memory
+    stays at ~0.23 GB per 10 minutes of audio; optionally cross-faded to digital silence in pauses."""
+
+    def __init__(self, model: MuseTalk, speech: _Speech, fps: float, silence_still: bool) -> None:
+        self.fps = fps
+        self.num_samples = len(speech.mono16k)
+        self.count = frame_count(self.num_samples, fps)
+        self.states = whisper_hidden_states(model.whisper, model.feature_extractor, speech.mono16k,
+                                            model.device, model.dtype)
+        self.still = None
+        if silence_still:
+            self.still = still_weights(silent_frames(speech.mono16k, fps, self.count))
+            quiet = np.zeros(2 * SAMPLE_RATE, np.float32)
+            self.silent_prompt = model.features_from_samples(quiet, fps)[frame_count(SAMPLE_RATE, fps)]
+            log.info("%d of %d frames lie in pauses and are kept still", int((self.still > 0).sum()), self.count)
+
+    def __getitem__(self, frames: np.ndarray) -> np.ndarray:
+        """Prompts float32 (len(frames), 50, 384) for output frame indices ``frames``."""
+        first = int(frames.min())
+        out = frame_windows(self.states, self.num_samples, self.fps, first, int(frames.max()) + 1)[frames - first]
+        if self.still is not None:
+            w = self.still[frames][:, None, None]
+            out = (1 - w) * out + w * self.silent_prompt
+        return out.astype(np.float32)
+
+
+@dataclass
+class _Item:
+    index: int
+    source_index: int
+    frame: np.ndarray
+    record: FaceRecord
+    crop: np.ndarray | None
+    face: np.ndarray | None = None
+
+
+_DONE = object()
+
+
+def _produce(items: Iterator[_Item], out: queue.Queue, stop: threading.Event) -> None:
+    """Put every item (then _DONE) into ``out``, giving up when ``stop`` is set."""
+    try:
+        for item in items:
+            while not stop.is_set():
+                try:
+                    out.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if stop.is_set():
+                return
+    finally:
+        while not stop.is_set():
+            try:
+                out.put(_DONE, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+
+class _Dubber:
+    """One dub run: wires the stages together and keeps the per-stage timings."""
+
+    def __init__(self, model: MuseTalk, options: DubOptions, source: SourceInfo, speech: _Speech) -> None:
+        self.model = model
+        self.options = options
+        self.source = source
+        self.speech = speech
+        self.fps = float(source.fps)
+        self.timer = StageTimer()
+        self.total = frame_count(len(speech.mono16k), self.fps)
+        self.analyzer = FaceAnalyzer(version=options.version, bbox_shift=options.bbox_shift,
+                                     extra_margin=options.extra_margin, smooth=options.smooth,
+                                     face_index=options.face_index, fps=self.fps)
+        self.parser = self._face_parser()
+        self.masks: dict[int, object] = {}
+        self.faces_found = 0
+        self.frames_without_face = 0
+
+    def _face_parser(self):
+        if self.options.blend == "landmarks":
+            return None
+        if self.options.blend != "parsing":
+            raise MuseTalkError(f"unknown --blend {self.options.blend!r}: choose landmarks or parsing")
+        from ..face import load_face_parser
+        from ..models.layout import model_paths
+
+        return load_face_parser(model_paths(self.options.models, self.options.version).face_parsing_weights,
+                                device=self.model.device)
+
+    def _analyze(self, frame: np.ndarray) -> FaceRecord:
+        with self.timer("face analysis"):
+            return self.analyzer.analyze(frame)
+
+    def items(self) -> Iterator[_Item]:
+        frames = source_frames(self.source, self.total, self._analyze)
+        for i in range(self.total):
+            with self.timer("decode"):
+                source_index, frame, record = next(frames)
+            with self.timer("crop"):
+                crop = crop_face(frame, record) if record.found else None
+            yield _Item(i, source_index, frame, record, crop)
+
+    def generate(self, batch: list[_Item], prompts: Prompts) -> None:
+        with_face = [item for item in batch if item.crop is not None]
+        if not with_face:
+            return
+        crops = np.stack([item.crop for item in with_face])
+        with self.timer("encode latents"):
+            latents = self.model.unet_input(crops, crops)
+        with self.timer("audio prompts"):
+            batch_prompts = prompts[np.array([item.index for item in with_face])]
+        with self.timer("generate"):
+            faces = self.model.generate_latents(latents, batch_prompts)
+        for item, face in zip(with_face, faces):
+            item.face = face
+
+    def composite(self, item: _Item) -> np.ndarray:
+        if item.face is None:
+            self.frames_without_face += 1
+            return item.frame
+        with self.timer("paste"):
+            mask = self.masks.get(item.source_index)
+            if mask is None:
+                mask = make_blend_mask(item.frame.shape, item.record, BLEND_MODES[self.options.version],
+                                       parser=self.parser, frame=item.frame)
+                if len(self.masks) < 512:
+                    self.masks[item.source_index] = mask
+            if self.options.debug_overlay and self.faces_found == 0:
+                _save_image(self.options.debug_overlay, draw_debug_overlay(item.frame, item.record, mask))
+            self.faces_found += 1
+            return paste_face(item.frame, item.face, item.record, mask, colour_match=self.options.colour_match)
+
+    def write(self, done: queue.Queue, writer: VideoWriter, bar: tqdm) -> None:
+        while True:
+            item = done.get()
+            if item is _DONE:
+                return
+            frame = self.composite(item)
+            with self.timer("video encode"):
+                writer.write(frame)
+            bar.update(1)
+
+    def run(self, path: Path) -> None:
+        with self.timer("audio features"):
+            prompts = Prompts(self.model, self.speech, self.fps, self.options.silence_still)
+        batch_size = max(1, self.options.batch_size)
+        ready: queue.Queue = queue.Queue(maxsize=2 * batch_size)
+        done: queue.Queue = queue.Queue(maxsize=2 * batch_size)
+        stop = threading.Event()
+        bar = tqdm(total=self.total, unit="frame", desc="dub", disable=not self.options.progress)
+        with VideoWriter(path, self.source.width, self.source.height, self.source.fps, crf=self.options.crf,
+                         audio=self.speech.native, audio_rate=self.speech.native_rate) as writer, \
+                ThreadPoolExecutor(max_workers=2, thread_name_prefix="dub") as pool:
+            producer = pool.submit(_produce, self.items(), ready, stop)
+            consumer = pool.submit(self.write, done, writer, bar)
+            try:
+                self._generate_loop(ready, done, prompts, batch_size, consumer)
+                producer.result()
+                consumer.result()
+            finally:
+                stop.set()
+                bar.close()
+        if self.faces_found == 0:
+            raise FaceError(f"no face found in {self.source.path}: use a video or photo where one face is clearly "
+                            f"visible (frontal, at least ~80 px tall)")
+
+    def _generate_loop(self, ready: queue.Queue, done: queue.Queue, prompts: Prompts, batch_size: int,
+                       consumer) -> None:
+        batch: list[_Item] = []
+        finished = False
+        while not finished:
+            item = ready.get()
+            finished = item is _DONE
+            if not finished:
+                batch.append(item)
+            if batch and (finished or len(batch) == batch_size):
+                self.generate(batch, prompts)
+                for ready_item in batch:
+                    _put_checked(done, ready_item, consumer)
+                batch = []
+        _put_checked(done, _DONE, consumer)
+
+
+def _put_checked(q: queue.Queue, item, consumer) -> None:
+    """Put into a bounded queue unless its consumer has died (then raise the consumer's error)."""
+    while True:
+        try:
+            q.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            if consumer.done():
+                consumer.result()
+                raise RuntimeError("the video writer stopped early")
+
+
+def _save_image(path: str, rgb: np.ndarray) -> None:
+    import cv2
+
+    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+        raise MuseTalkError(f"cannot write the debug overlay {path}: use a .png/.jpg path in a writable folder")
+    log.info("debug overlay written to %s", path)
+
+
+def dub(source: str | os.PathLike, audio: str | os.PathLike, output: str | os.PathLike,
+        options: DubOptions | None = None, model: MuseTalk | None = None) -> DubResult:
+    """Lip-sync ``source`` (video or photo) to ``audio`` and write ``output`` (mp4, H.264 + AAC).
+
+    Inputs are checked before the models load. ``model`` reuses a loaded :class:`MuseTalk` (batch jobs).
+    A ``OUTPUT.json`` beside the video records the settings and the measured speed.
+    """
+    options = options or DubOptions()
+    started = time.perf_counter()
+    speech = load_speech(audio, options.start, options.end)
+    info = describe_source(source, options.fps)
+    total = frame_count(len(speech.mono16k), float(info.fps))
+    if total == 0:
+        raise AudioError(f"{audio} is shorter than one video frame at {float(info.fps):.3f} fps")
+    model = model or load_model(options)
+    dubber = _Dubber(model, options, info, speech)
+    log.info("dubbing %s (%dx%d, %.3f fps) with %s: %d frames", source, info.width, info.height,
+             float(info.fps), audio, total)
+    with atomic_output(output) as tmp:
+        dubber.run(tmp)
+        elapsed = time.perf_counter() - started
+        result = DubResult(str(output), total, float(info.fps), speech.seconds, dubber.frames_without_face,
+                           elapsed, dubber.timer.as_dict())
+        _write_sidecar(Path(output), result, options)
+    log.info("wrote %s: %d frames in %.1f s (%.2f frames/s)", output, total, elapsed, result.frames_per_second)
+    return result
+
+
+def _write_sidecar(output: Path, result: DubResult, options: DubOptions) -> None:
+    record = {"result": {**asdict(result), "frames_per_second": result.frames_per_second}, "options": asdict(options)}
+    with atomic_output(output.with_name(output.name + ".json")) as tmp:
+        tmp.write_text(json.dumps(record, indent=2))
+
