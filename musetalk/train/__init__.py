@@ -1,0 +1,1 @@
+"""Training: data preparation, Selective Information Sampling, losses, and the two-stage Accelerate loop."""
