@@ -27,6 +27,7 @@ from typing import Iterator
 
 import cv2
 import numpy as np
+import torch
 
 from ..errors import MuseTalkError
 from .streaming import DEFAULT_LOOKAHEAD_S, FeatureStream, Plan, encode_plans
@@ -347,19 +348,17 @@ class Engine:
         live = list(sessions)
         while live and len(jobs) < self.batch_size:
             for s in list(live):
+                if len(jobs) == self.batch_size:
+                    break
                 job = s._take()
                 if job is None:
                     live.remove(s)
-                elif len(jobs) < self.batch_size:
-                    jobs.append(job)
                 else:
-                    break
+                    jobs.append(job)
         return jobs
 
     def _generate(self, jobs: list[_Job]) -> None:
         """One ``generate_latents`` call for the frames with a face; then composite every job."""
-        import torch
-
         with_face = [j for j in jobs if j.session.avatar.has_face(j.source)]
         faces: dict[int, np.ndarray] = {}
         if with_face:
