@@ -243,9 +243,12 @@ class _Dubber:
             self.faces_found += 1
             return paste_face(item.frame, item.face, item.record, mask, colour_match=self.options.colour_match)
 
-    def write(self, done: queue.Queue, writer: VideoWriter, bar: tqdm) -> None:
-        while True:
-            item = done.get()
+    def write(self, done: queue.Queue, writer: VideoWriter, bar: tqdm, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                item = done.get(timeout=0.1)
+            except queue.Empty:
+                continue
             if item is _DONE:
                 return
             frame = self.composite(item)
@@ -265,7 +268,7 @@ class _Dubber:
                          audio=self.speech.native, audio_rate=self.speech.native_rate) as writer, \
                 ThreadPoolExecutor(max_workers=2, thread_name_prefix="dub") as pool:
             producer = pool.submit(_produce, self.items(), ready, stop)
-            consumer = pool.submit(self.write, done, writer, bar)
+            consumer = pool.submit(self.write, done, writer, bar, stop)
             try:
                 self._generate_loop(ready, done, prompts, batch_size, consumer)
                 producer.result()
