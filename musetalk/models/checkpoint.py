@@ -49,9 +49,12 @@ def check_state_dict(module: nn.Module, state: dict[str, torch.Tensor], path: Pa
             )
 
 
-def load_checked(module: nn.Module, path: Path) -> nn.Module:
-    """Load ``path`` into ``module`` (which may live on the meta device) after checking it fits."""
+def load_checked(module: nn.Module, path: Path, dtype: torch.dtype | None = None) -> nn.Module:
+    """Load ``path`` into ``module`` (which may live on the meta device) after checking it fits;
+    floating-point tensors are cast to ``dtype`` when given."""
     state = read_state_dict(path)
     check_state_dict(module, state, path)
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     module.load_state_dict(state, strict=True, assign=True)
     return module

@@ -34,5 +34,5 @@ def build_unet(config: dict, empty: bool = False) -> UNet2DConditionModel:
 def load_unet(config_path: Path, weights_path: Path, device: str | torch.device, dtype: torch.dtype) -> UNet2DConditionModel:
     """Official UNet (config JSON + plain state dict with diffusers key names) in eval mode."""
     unet = build_unet(read_unet_config(config_path), empty=True)
-    load_checked(unet, weights_path)
-    return unet.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    load_checked(unet, weights_path, dtype)
+    return unet.to(device).eval().requires_grad_(False)

@@ -14,10 +14,13 @@ CROP_SIZE = 256
 
 def load_vae(folder: Path, device: str | torch.device, dtype: torch.dtype) -> AutoencoderKL:
     try:
-        vae = AutoencoderKL.from_pretrained(str(folder), local_files_only=True)
+        vae = AutoencoderKL.from_pretrained(
+            str(folder), local_files_only=True, torch_dtype=dtype,
+            use_safetensors=(folder / "diffusion_pytorch_model.safetensors").is_file(),
+        )
     except (OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"cannot load the VAE from {folder}/: {str(exc).splitlines()[0]}") from exc
-    return vae.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    return vae.to(device).eval().requires_grad_(False)
 
 
 def crops_to_tensor(crops: np.ndarray, mask_lower_half: bool) -> torch.Tensor:
