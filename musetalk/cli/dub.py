@@ -13,13 +13,22 @@ from ..models.layout import ENV_VAR, VERSIONS
 log = logging.getLogger(__name__)
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show defaults only where there is one worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False, argparse.SUPPRESS):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "dub", help="lip-sync a video or photo to speech",
         description="Re-render the lower face of SOURCE (a video or a single photo) so the lips follow AUDIO, "
                     "and write an mp4 with the audio muxed. Output frames = floor(audio seconds x fps); a "
                     "video shorter than the audio plays forward and backward.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     p.add_argument("source", nargs="?", help="talking-head video (mp4, mov, mkv, ...) or photo (png, jpg, ...)")
     p.add_argument("audio", nargs="?", help="speech: wav, flac, mp3, m4a, or a video with an audio track")

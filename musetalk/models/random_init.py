@@ -95,6 +95,22 @@ def write_whisper(root: Path, size: str = "tiny", seed: int = 0) -> None:
     WhisperFeatureExtractor(feature_size=80).save_pretrained(folder)
 
 
+def write_face_parser(root: Path, seed: int = 0) -> Path:
+    """Random BiSeNet weights (with plausible batch-norm statistics) at the official parsing path."""
+    from .bisenet import BiSeNet
+
+    torch.manual_seed(seed)
+    net = BiSeNet()
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    path = Path(root) / "face-parse-bisent" / "79999_iter.pth"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(net.state_dict(), path)
+    return path
+
+
 def write_random_models(root: str | Path, size: str = "tiny", versions=("v1.5", "v1.0"),
                         weights_format: str = "pth", seed: int = 0) -> Path:
     """A complete models folder with random weights: both UNet versions, sd-vae, whisper. Returns ``root``."""

@@ -190,15 +190,20 @@ class _Dubber:
         self.frames_without_face = 0
 
     def _face_parser(self):
+        """BiSeNet parser for ``blend="parsing"``; None for the landmark mask."""
         if self.options.blend == "landmarks":
             return None
         if self.options.blend != "parsing":
-            raise MuseTalkError(f"unknown --blend {self.options.blend!r}: choose landmarks or parsing")
+            raise MuseTalkError(f"unknown blend {self.options.blend!r}: choose landmarks or parsing")
         from ..face import load_face_parser
         from ..models.layout import model_paths
 
-        return load_face_parser(model_paths(self.options.models, self.options.version).face_parsing_weights,
-                                device=self.model.device)
+        parser = load_face_parser(self.options.models, device=str(self.model.device))
+        if parser is None:
+            weights = model_paths(self.options.models, self.options.version).face_parsing_weights
+            raise MuseTalkError(f"--blend parsing needs the BiSeNet weights {weights}: run `musetalk download` "
+                                f"or use the default landmark blend")
+        return parser
 
     def _analyze(self, frame: np.ndarray) -> FaceRecord:
         with self.timer("face analysis"):

@@ -236,7 +236,7 @@ class Trainer:
         acc.backward(total)
         if acc.sync_gradients:
             acc.clip_grad_norm_(self.unet.parameters(), float(cfg.solver.max_grad_norm))
-        out = {f"loss/{k}": float(v.mean()) for k, v in terms.items()}
+        out = {f"loss/{k}": float(v.detach().mean()) for k, v in terms.items()}
         out |= {"loss/total": float(total), "tradeoff/image": float(image.mean()), "tradeoff/sync": float(sync.mean()),
                 "weight/sync": weights["sync"], "weight/adapted": float(sample_weight.mean())}
         if "sync" in terms:

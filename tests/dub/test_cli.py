@@ -77,6 +77,14 @@ def test_bad_inputs_one_line_and_nothing_written(tmp_path, capsys, tiny_models, 
     assert no_outputs(tmp_path, out)
 
 
+def test_parsing_blend_without_weights(tmp_path, capsys, tiny_models, clip10, speech1s):
+    code, err = run_cli(capsys, clip10, speech1s, "-o", tmp_path / "o.mp4", "--models", tiny_models, "--blend", "parsing")
+    assert code == 1
+    assert_one_line_error(err, "--blend parsing needs the BiSeNet weights", "face-parse-bisent/79999_iter.pth",
+                          "musetalk download")
+    assert no_outputs(tmp_path)
+
+
 def test_wrong_version_is_refused(capsys, clip10, speech1s, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         main(["dub", str(clip10), str(speech1s), "-o", str(tmp_path / "o.mp4"), "--version", "v2"])

@@ -9,6 +9,7 @@ from musetalk.errors import CheckpointError
 from musetalk.face import (BlendMask, FaceRecord, draw_debug_overlay, expanded_box, load_face_parser,
                            load_records, make_blend_mask, match_colour, paste_face, save_records)
 from musetalk.models.bisenet import BiSeNet, load_bisenet
+from musetalk.models.random_init import write_face_parser
 
 
 @pytest.mark.parametrize("mode", ["jaw", "raw", "neck"])
@@ -100,14 +101,7 @@ def test_records_and_masks_serialise(tmp_path, sun_frames, sun_raw):
 
 
 def _write_random_bisenet(root) -> None:
-    torch.manual_seed(0)
-    net = BiSeNet()
-    for module in net.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.1, 0.1)
-            module.running_var.uniform_(0.5, 1.5)
-    (root / "face-parse-bisent").mkdir(parents=True)
-    torch.save(net.state_dict(), root / "face-parse-bisent" / "79999_iter.pth")
+    write_face_parser(root)
 
 
 def test_bisenet_official_key_layout():
