@@ -1,6 +1,13 @@
 """MuseTalk: real-time, high-quality lip synchronisation by one-step latent-space inpainting."""
-from .errors import MuseTalkError
-from .pipeline.lipsync import MuseTalk
+import os
+
+# The pipelines run torch beside decoding, face-analysis and encoding threads. OpenMP worker threads that
+# spin while waiting starve those threads (measured 4.5x slower dubbing on 2 cores), so let them sleep.
+# Must be set before torch (and its OpenMP runtime) is loaded; an explicit user setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from .errors import MuseTalkError  # noqa: E402
+from .pipeline.lipsync import MuseTalk  # noqa: E402
 
 __all__ = ["MuseTalk", "MuseTalkError"]
 __version__ = "0.1.0"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import musetalk  # noqa: F401  (first: sets the OpenMP wait policy before torch loads)
 import pytest
 import torch
 
