@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 TINY_SYNCNET = ("syncnet.config={audio: {in_channels: 1, block_out_channels: [8, 8, 8, 8, 8, 8, 8], "
                 "downsample_factors: [[2, 1], 2, 2, 1, 2, 2, [2, 3]], norm_num_groups: 4}, "
@@ -18,6 +19,17 @@ def tiny_overrides(models: Path, data: Path, out: Path, *extra: str) -> list[str
             "solver.gradient_checkpointing=false", "solver.lr_warmup_steps=0", "solver.lr_scheduler=constant",
             "data.min_face_size=0", "data.image_size=64", "loss.vgg_width_divisor=8", "loss.resize_to=64",
             "loss.pyramid_scales=[1, 0.5]", "validation_frames=4", "log_steps=1", *extra]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Training tests run torch on one thread: on a shared 2-core machine two OpenMP threads spin-wait on
+    each other (10x slower), and multi-threaded CPU reductions differ run to run in the last bits (1e-10),
+    which would hide whether resume is exact."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
