@@ -1,6 +1,12 @@
 """`musetalk dub` from the command line: bad inputs, atomic output, batch jobs, silence."""
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -46,6 +52,25 @@ def test_success_prints_summary(tmp_path, capsys, tiny_models, clip10, speech1s)
     assert main(["dub", str(clip10), str(speech1s), "-o", str(out), "--models", str(tiny_models), "--quiet"]) == 0
     assert f"{out}: 25 frames at 25 fps, 1.00 s of audio" in capsys.readouterr().out
     assert probe(out).num_frames == 25
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_sigterm_leaves_no_partial_output(tmp_path, tiny_models, clip40, media):
+    out = tmp_path / "o.mp4"
+    command = [sys.executable, "-m", "musetalk.cli.main", "dub", str(clip40), str(media / "sun.wav"), "-o", str(out),
+               "--models", str(tiny_models), "--quiet"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(tmp_path.glob(".o.*.part.mp4")) and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert process.poll() is None, process.stderr.read()
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 130
+    assert "musetalk: interrupted" in process.stderr.read()
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("case", ["missing video", "missing audio", "text as audio", "text as video",
