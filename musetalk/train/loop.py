@@ -237,10 +237,11 @@ class Trainer:
         if acc.sync_gradients:
             acc.clip_grad_norm_(self.unet.parameters(), float(cfg.solver.max_grad_norm))
         out = {f"loss/{k}": float(v.detach().mean()) for k, v in terms.items()}
-        out |= {"loss/total": float(total), "tradeoff/image": float(image.mean()), "tradeoff/sync": float(sync.mean()),
+        out |= {"loss/total": float(total.detach()), "tradeoff/image": float(image.detach().mean()),
+                "tradeoff/sync": float(sync.detach().mean()),
                 "weight/sync": weights["sync"], "weight/adapted": float(sample_weight.mean())}
         if "sync" in terms:
-            out["sync/similarity_pred"] = float(sim.mean())
+            out["sync/similarity_pred"] = float(sim.detach().mean())
         out |= self._discriminator_steps(pred, target, mouths, sample_weight, weights, b)
         self.optimizer.step()
         self.scheduler.step()
@@ -261,7 +262,7 @@ class Trainer:
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
-            out[f"loss/D_{name}"] = float(loss_d)
+            out[f"loss/D_{name}"] = float(loss_d.detach())
         return out
 
     # ----------------------------------------------------------------------------------------- the run
