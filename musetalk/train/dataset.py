@@ -146,14 +146,14 @@ class FrameWindows(Dataset):
             "mel": torch.from_numpy(mel_window(np.asarray(shard.mel), int(frames[0]))[None].copy()),
         }
 
-    def holdout(self, clip: int = 0, limit: int | None = None, reference_offset: int = 0) -> dict:
-        """Held-out frames of one clip as one batch-like dict (F = number of frames), each frame with
-        reference = the training row at ``reference_offset`` from the pool's end (fixed, not SIS)."""
+    def holdout(self, clip: int = 0, limit: int | None = None) -> dict:
+        """Held-out frames of one clip as one batch-like dict (F = number of frames); every frame's
+        reference is the clip's last training frame (fixed, so errors compare across steps)."""
         index = self.clips[clip]
         rows = index.holdout_rows[:limit]
         if len(rows) == 0:
             raise DataError(f"clip {index.shard.name} has no held-out frames; raise data.holdout_fraction")
-        refs = np.full(len(rows), index.train_rows[-1 - reference_offset])
+        refs = np.full(len(rows), index.train_rows[-1])
         return self.sample(index, rows, refs)
 
 
