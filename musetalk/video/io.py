@@ -42,7 +42,8 @@ def _open(path: Path) -> av.container.InputContainer:
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:
-        raise VideoError(f"cannot read {path}: not a video file PyAV can open ({exc.__class__.__name__})") from None
+        raise VideoError(f"cannot read {path}: not a video file PyAV can open, or truncated/damaged "
+                         f"({exc.__class__.__name__}); check the file or re-encode it") from None
     if not container.streams.video:
         container.close()
         raise VideoError(f"{path} has no video stream: give an mp4/mov/mkv video or an image")
