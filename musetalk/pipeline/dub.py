@@ -149,25 +149,25 @@ class _Item:
 _DONE = object()
 
 
+def _put_until(q: queue.Queue, item, stop: threading.Event) -> bool:
+    """Put ``item`` into the bounded queue ``q`` unless ``stop`` is set first; True when it was put."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
 def _produce(items: Iterator[_Item], out: queue.Queue, stop: threading.Event) -> None:
     """Put every item (then _DONE) into ``out``, giving up when ``stop`` is set."""
     try:
         for item in items:
-            while not stop.is_set():
-                try:
-                    out.put(item, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-            if stop.is_set():
+            if not _put_until(out, item, stop):
                 return
     finally:
-        while not stop.is_set():
-            try:
-                out.put(_DONE, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+        _put_until(out, _DONE, stop)
 
 
 class _Dubber:
