@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from ..audio import SAMPLE_RATE, decode_audio, frame_count, frame_windows, to_mono_16k, whisper_hidden_states
 from ..audio.silence import silent_frames, still_weights
 from ..errors import AudioError, FaceError, MuseTalkError
-from ..face import FaceAnalyzer, FaceRecord, crop_face, draw_debug_overlay, make_blend_mask, paste_face
+from ..face import BlendMask, FaceAnalyzer, FaceRecord, crop_face, draw_debug_overlay, make_blend_mask, paste_face
 from ..video import VideoWriter, atomic_output
 from .lipsync import MuseTalk
 from .source import SourceInfo, describe_source, source_frames
@@ -185,7 +185,7 @@ class _Dubber:
                                      extra_margin=options.extra_margin, smooth=options.smooth,
                                      face_index=options.face_index, fps=self.fps)
         self.parser = self._face_parser()
-        self.masks: dict[int, object] = {}
+        self._last_mask: tuple[int, BlendMask] | None = None
         self.faces_found = 0
         self.frames_without_face = 0
 
@@ -237,16 +237,20 @@ class _Dubber:
             self.frames_without_face += 1
             return item.frame
         with self.timer("paste"):
-            mask = self.masks.get(item.source_index)
-            if mask is None:
-                mask = make_blend_mask(item.frame.shape, item.record, BLEND_MODES[self.options.version],
-                                       parser=self.parser, frame=item.frame)
-                if len(self.masks) < 512:
-                    self.masks[item.source_index] = mask
+            mask = self._mask(item)
             if self.options.debug_overlay and self.faces_found == 0:
                 _save_image(self.options.debug_overlay, draw_debug_overlay(item.frame, item.record, mask))
             self.faces_found += 1
             return paste_face(item.frame, item.face, item.record, mask, colour_match=self.options.colour_match)
+
+    def _mask(self, item: _Item) -> BlendMask:
+        """Blend mask of the item's source frame; the last one is kept (a photo needs just one), no more,
+        so memory does not grow with the video."""
+        if self._last_mask is None or self._last_mask[0] != item.source_index:
+            mask = make_blend_mask(item.frame.shape, item.record, BLEND_MODES[self.options.version],
+                                   parser=self.parser, frame=item.frame)
+            self._last_mask = (item.source_index, mask)
+        return self._last_mask[1]
 
     def write(self, done: queue.Queue, writer: VideoWriter, bar: tqdm, stop: threading.Event) -> None:
         while not stop.is_set():

@@ -41,7 +41,8 @@ def _check_crops(crops: np.ndarray, name: str) -> np.ndarray:
 
 class LatentCache:
     """Bounded LRU of VAE latents keyed by crop content: a crop seen again (ping-pong frames, a reference
-    reused for many frames) is encoded once. Values are (4, 32, 32) tensors on the model device."""
+    reused for many frames) is encoded once. Values are (4, 32, 32) tensors on the model device; the default
+    capacity holds 2048 crops (masked + reference), 64 MB in float32."""
 
     def __init__(self, capacity: int = 4096) -> None:
         self.capacity = capacity
