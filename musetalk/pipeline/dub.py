@@ -31,6 +31,7 @@ from ..errors import AudioError, FaceError, MuseTalkError
 from ..face import BlendMask, FaceAnalyzer, FaceRecord, crop_face, draw_debug_overlay, make_blend_mask, paste_face
 from ..video import VideoWriter, atomic_output
 from .lipsync import MuseTalk
+from .memory import map_large_buffers
 from .source import SourceInfo, describe_source, source_frames
 from .timing import StageTimer
 
@@ -335,6 +336,7 @@ def dub(source: str | os.PathLike, audio: str | os.PathLike, output: str | os.Pa
     """
     options = options or DubOptions()
     started = time.perf_counter()
+    map_large_buffers()
     speech = load_speech(audio, options.start, options.end)
     info = describe_source(source, options.fps)
     total = frame_count(len(speech.mono16k), float(info.fps))

@@ -141,3 +141,11 @@ def test_parsing_blend_with_bisenet_weights(tmp_path, tiny_models, clip10, speec
     source = list(read_frames(clip10))
     assert probe(out).num_frames == 5 and len(captured) == 5
     np.testing.assert_array_equal(captured[0][:150], source[0][:150])
+
+
+def test_large_buffers_are_mapped_on_glibc():
+    import platform
+
+    from musetalk.pipeline.memory import map_large_buffers
+
+    assert map_large_buffers() == (platform.libc_ver()[0] == "glibc")
