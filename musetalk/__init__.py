@@ -7,7 +7,16 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .errors import MuseTalkError  # noqa: E402
-from .pipeline.lipsync import MuseTalk  # noqa: E402
 
 __all__ = ["MuseTalk", "MuseTalkError"]
+
+
+def __getattr__(name: str):
+    """``musetalk.MuseTalk`` is imported on first use, so the CLI starts (and ``--help`` answers) without
+    loading torch, diffusers and transformers."""
+    if name == "MuseTalk":
+        from .pipeline.lipsync import MuseTalk
+
+        return MuseTalk
+    raise AttributeError(f"module 'musetalk' has no attribute {name!r}")
 __version__ = "0.1.0"
