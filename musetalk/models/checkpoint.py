@@ -29,6 +29,13 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def fill_batch_counters(module: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Add the BatchNorm ``num_batches_tracked`` counters that checkpoints saved by old PyTorch (< 0.4.1)
+    lack; they only matter for training with momentum=None, never for inference."""
+    missing = [k for k in module.state_dict() if k.endswith("num_batches_tracked") and k not in state]
+    return {**state, **{k: torch.zeros((), dtype=torch.long) for k in missing}} if missing else state
+
+
 def check_state_dict(module: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
     """Raise :class:`CheckpointError` naming ``path`` when keys or shapes differ from ``module``."""
     expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
@@ -52,7 +59,7 @@ def check_state_dict(module: nn.Module, state: dict[str, torch.Tensor], path: Pa
 def load_checked(module: nn.Module, path: Path, dtype: torch.dtype | None = None) -> nn.Module:
     """Load ``path`` into ``module`` (which may live on the meta device) after checking it fits;
     floating-point tensors are cast to ``dtype`` when given."""
-    state = read_state_dict(path)
+    state = fill_batch_counters(module, read_state_dict(path))
     check_state_dict(module, state, path)
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}

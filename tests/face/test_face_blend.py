@@ -147,3 +147,20 @@ def test_debug_overlay_and_cli(tmp_path, media, sun_frames, sun_raw):
     out = tmp_path / "debug.png"
     assert main(["face-debug", str(media / "musk.png"), "-o", str(out)]) == 0
     assert out.is_file() and out.stat().st_size > 1000
+
+
+def test_bisenet_checkpoint_without_batch_counters_loads(tmp_path):
+    """Checkpoints saved by old PyTorch have no BatchNorm num_batches_tracked; other missing keys still fail."""
+    from musetalk.errors import CheckpointError
+
+    path = write_face_parser(tmp_path)
+    state = torch.load(path)
+    trimmed = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    assert len(trimmed) < len(state)
+    torch.save(trimmed, path)
+    net = load_bisenet(path)
+    assert torch.equal(net.state_dict()["cp.resnet.conv1.weight"], state["cp.resnet.conv1.weight"])
+    del trimmed["cp.resnet.conv1.weight"]
+    torch.save(trimmed, path)
+    with pytest.raises(CheckpointError, match=r"1 missing keys \(first: cp.resnet.conv1.weight\)"):
+        load_bisenet(path)
