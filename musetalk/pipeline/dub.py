@@ -16,10 +16,10 @@ import os
 import queue
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -150,9 +150,9 @@ class _Item:
 _DONE = object()
 
 
-def _put_until(q: queue.Queue, item, stop: threading.Event) -> bool:
-    """Put ``item`` into the bounded queue ``q`` unless ``stop`` is set first; True when it was put."""
-    while not stop.is_set():
+def _put_until(q: queue.Queue, item, abandon: Callable[[], bool]) -> bool:
+    """Put ``item`` into the bounded queue ``q`` unless ``abandon()`` turns true first; True when it was put."""
+    while not abandon():
         try:
             q.put(item, timeout=0.1)
             return True
@@ -165,10 +165,10 @@ def _produce(items: Iterator[_Item], out: queue.Queue, stop: threading.Event) ->
     """Put every item (then _DONE) into ``out``, giving up when ``stop`` is set."""
     try:
         for item in items:
-            if not _put_until(out, item, stop):
+            if not _put_until(out, item, stop.is_set):
                 return
     finally:
-        _put_until(out, _DONE, stop)
+        _put_until(out, _DONE, stop.is_set)
 
 
 class _Dubber:
@@ -291,7 +291,7 @@ class _Dubber:
                             f"visible (frontal, at least ~80 px tall)")
 
     def _generate_loop(self, ready: queue.Queue, done: queue.Queue, prompts: Prompts, batch_size: int,
-                       consumer) -> None:
+                       consumer: Future) -> None:
         batch: list[_Item] = []
         finished = False
         while not finished:
@@ -307,16 +307,11 @@ class _Dubber:
         _put_checked(done, _DONE, consumer)
 
 
-def _put_checked(q: queue.Queue, item, consumer) -> None:
+def _put_checked(q: queue.Queue, item, consumer: Future) -> None:
     """Put into a bounded queue unless its consumer has died (then raise the consumer's error)."""
-    while True:
-        try:
-            q.put(item, timeout=0.1)
-            return
-        except queue.Full:
-            if consumer.done():
-                consumer.result()
-                raise RuntimeError("the video writer stopped early")
+    if not _put_until(q, item, consumer.done):
+        consumer.result()
+        raise RuntimeError("the video writer stopped early")
 
 
 def _save_image(path: str, rgb: np.ndarray) -> None:
