@@ -141,3 +141,32 @@ def test_stale_avatar_is_refused_on_the_websocket_not_prepared(uploads):
         assert snapshot(uploads.store.root) == before
     finally:
         meta_path.write_text(original)
+
+
+def test_name_being_prepared_is_409_even_with_replace(uploads, media, monkeypatch):
+    import threading
+
+    release = threading.Event()
+    prepare = uploads.store.prepare
+
+    def held_prepare(*args, **kwargs):
+        assert release.wait(30)
+        return prepare(*args, **kwargs)
+
+    monkeypatch.setattr(uploads.store, "prepare", held_prepare)
+    first: list = []
+    thread = threading.Thread(target=lambda: first.append(post(uploads, "held", "sit.jpeg",
+                                                               (media / "sit.jpeg").read_bytes())))
+    thread.start()
+    try:
+        while uploads.get("/avatars/held/status").status_code == 404:
+            assert thread.is_alive()
+        assert uploads.get("/avatars/held/status").json() == {"name": "held", "state": "preparing", "stage": "upload",
+                                                              "done": 0, "total": 0}
+        reply = post(uploads, "held", "sit.jpeg", (media / "sit.jpeg").read_bytes(), replace="true")
+        assert reply.status_code == 409 and reply.json()["message"] == (
+            "avatar 'held' is being prepared: wait for GET /avatars/held/status")
+    finally:
+        release.set()
+        thread.join(60)
+    assert events(first[0])[-1]["avatar"]["source_name"].endswith(".jpeg")
