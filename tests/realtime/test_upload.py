@@ -137,7 +137,7 @@ def test_stale_avatar_is_refused_on_the_websocket_not_prepared(uploads):
             message = json.loads(ws.receive_text())["message"]
             assert message.startswith("avatar 'photo' is stale (format 1 != 2): prepare it again with `musetalk "
                                       "avatar prepare ") and message.endswith(" --name photo`")
-            assert ws.receive()["code"] == 1008
+            assert ws.receive()["type"] == "websocket.close"
         assert snapshot(uploads.store.root) == before
     finally:
         meta_path.write_text(original)
