@@ -72,7 +72,7 @@ def calibrate(mt, batch_size: int, budget_s: float, fps: float = TARGET_FPS) -> 
     return capacity
 
 
-def _timed(call, repeats: int = 2) -> float:
+def _timed(call, repeats: int = 1) -> float:
     """Best wall time of ``call()`` after one warm-up."""
     call()
     best = math.inf

@@ -29,7 +29,7 @@ import torch
 
 from ..errors import MuseTalkError
 from .admission import Admission
-from .render import composite, encode_jpeg
+from .render import blend_with_rest, composite, encode_jpeg
 from .session import Job, Session, SessionError, SessionSettings
 from .stats import EngineStats
 from .streaming import DEFAULT_LOOKAHEAD_S, Plan, encode_plans
@@ -37,6 +37,7 @@ from .streaming import DEFAULT_LOOKAHEAD_S, Plan, encode_plans
 log = logging.getLogger(__name__)
 
 _EWMA = 0.2  # weight of the newest measurement in the render time estimate
+REST_CACHE_FRAMES = 2048  # JPEGs of avatar source frames kept for live sessions at rest
 
 
 class Engine:
@@ -69,20 +70,22 @@ class Engine:
         self._cond = threading.Condition()
         self._stopping = False
         self._render_s = 0.0  # estimated seconds from picking a frame to its delivery
+        self._rest: dict[tuple[int, int], tuple[object, bytes | None]] = {}  # (id(avatar), source) -> (avatar, jpeg)
         self._pool = ThreadPoolExecutor(compositors, thread_name_prefix="musetalk-composite")
         self._slots = threading.Semaphore(2 * compositors * batch_size)  # bounds frames waiting to be composited
         self._thread = threading.Thread(target=self._run, name="musetalk-engine", daemon=True)
         self._thread.start()
 
-    def open(self, avatar, loop: asyncio.AbstractEventLoop | None = None, lookahead_s: float | None = None) -> Session:
-        """A new session on ``avatar``; pass the running ``loop`` to read with ``await next_item()``.
-        Raises :class:`~.admission.ServerFull` when the engine is at capacity."""
+    def open(self, avatar, loop: asyncio.AbstractEventLoop | None = None, lookahead_s: float | None = None,
+             live: bool = False) -> Session:
+        """A new session on ``avatar`` (``live``: a live session, see :mod:`.session`); pass the running
+        ``loop`` to read with ``await next_item()``. Raises :class:`~.admission.ServerFull` when full."""
         settings = SessionSettings(self.lookahead_s if lookahead_s is None else lookahead_s, self.latency_budget_s,
-                                   self.outbox_frames, keep_images=not self.jpeg_quality)
+                                   self.outbox_frames, keep_images=not self.jpeg_quality, live=live)
         with self._cond:
             if self._stopping:
                 raise SessionError("the engine is shut down")
-            self.admission.check(self.speaking, 0, live=False)
+            self.admission.check(self.speaking, self.idle, live=live)
             session = Session(avatar, next(self._ids), settings, self.wake, self.stats, loop)
             self._sessions.append(session)
         log.debug("session %d opened on avatar %s", session.id, avatar.name)
@@ -98,7 +101,13 @@ class Engine:
     def speaking(self) -> int:
         """Sessions rendering speech."""
         with self._cond:
-            return len(self._open())
+            return sum(s.speaking for s in self._open())
+
+    @property
+    def idle(self) -> int:
+        """Live sessions at rest."""
+        with self._cond:
+            return sum(not s.speaking for s in self._open())
 
     def _open(self) -> list[Session]:
         """Sessions not finished yet (the scheduler drops the others at its next look). Holds ``_cond``."""
@@ -113,9 +122,9 @@ class Engine:
     def health(self) -> dict:
         """The engine's part of ``GET /health``."""
         with self._cond:
-            speaking, capacity = self.speaking, self.admission.capacity
-            return {"sessions": self.sessions, "speaking": speaking, "capacity": capacity,
-                    "load": self.admission.load(speaking, 0), "free": self.admission.admits(speaking, 0, live=False)}
+            speaking, idle = self.speaking, self.idle
+            return {"sessions": speaking + idle, "speaking": speaking, "capacity": self.admission.capacity,
+                    "load": self.admission.load(speaking, idle), "free": self.admission.admits(speaking, idle, False)}
 
     def wake(self) -> None:
         with self._cond:
@@ -140,7 +149,7 @@ class Engine:
         while True:
             with self._cond:
                 while not self._stopping and not self._work():
-                    self._cond.wait(timeout=1.0)
+                    self._cond.wait(timeout=self._until_tick())
                 if self._stopping:
                     return
                 sessions = list(self._sessions)
@@ -154,9 +163,19 @@ class Engine:
     def _work(self) -> bool:
         """Drop finished sessions; whether any open one has something to compute. Holds ``_cond``."""
         self._sessions = self._open()
-        return any(s.head_deadline() is not None or s.wants_plan(self.batch_size) for s in self._sessions)
+        return self._until_tick() <= 0 or any(
+            s.head_deadline() is not None or s.wants_plan(self.batch_size) for s in self._sessions)
+
+    def _until_tick(self) -> float:
+        """Seconds until a live session's clock reaches its next frame (at most 1). Holds ``_cond``."""
+        ticks = [t for s in self._sessions if (t := s.next_tick()) is not None]
+        return min([1.0, *(t - time.perf_counter() for t in ticks)])
 
     def _step(self, sessions: list[Session]) -> None:
+        now = time.perf_counter()
+        for s in sessions:
+            if s.live:
+                _guarded(s, "rest frames", lambda: s.tick(now, self._rest_frame))
         self._encode_audio([s for s in sessions if s.wants_plan(self.batch_size)])
         jobs = self._pick(sessions)
         if jobs:
@@ -169,18 +188,32 @@ class Engine:
             _guarded(s, "audio encoding", lambda: s.add_prompts(plan, states))
 
     def _encode_batch(self, planned: list[tuple[Session, Plan]]) -> list[np.ndarray]:
-        return encode_plans(self.mt.whisper, self.mt.feature_extractor, [p for _, p in planned],
+        return encode_plans(self.mt.whisper, self.mt.feature_extractor, [plan for _, (_, plan) in planned],
                             self.mt.device, self.mt.dtype)
 
+    def _rest_frame(self, avatar, source: int) -> tuple[bytes | None, np.ndarray]:
+        """Source frame ``source`` of ``avatar`` unaltered: (its JPEG, cached; None without encoding), image."""
+        image = np.asarray(avatar.frames[source])
+        if not self.jpeg_quality:
+            return None, image
+        key = (id(avatar), source)
+        if key not in self._rest:
+            if len(self._rest) >= REST_CACHE_FRAMES:
+                self._rest.pop(next(iter(self._rest)))
+            self._rest[key] = (avatar, encode_jpeg(image, self.jpeg_quality))  # the avatar keeps its id unique
+        return self._rest[key][1], image
+
     def _pick(self, sessions: list[Session]) -> list[Job]:
-        """Up to ``batch_size`` jobs, earliest deadline first across sessions; jobs that would finish after
-        their deadline are skipped instead."""
-        heads = [(d, s.id, s) for s in sessions if (d := s.head_deadline()) is not None]
+        """Up to ``batch_size`` jobs, earliest deadline first across sessions, the speaking sessions beyond the
+        capacity (the last to start speaking) after all others; jobs that would finish after their deadline
+        are skipped instead."""
+        overflow = self._overflow(sessions)
+        heads = [(s in overflow, d, s.id, s) for s in sessions if (d := s.head_deadline()) is not None]
         heapq.heapify(heads)
         jobs: list[Job] = []
         finish = time.perf_counter() + self._render_s
         while heads and len(jobs) < self.batch_size:
-            _, _, s = heapq.heappop(heads)
+            *_, s = heapq.heappop(heads)
             if (job := s.take()) is None:
                 continue
             if s.can_skip() and job.deadline < finish:
@@ -188,8 +221,16 @@ class Engine:
             else:
                 jobs.append(job)
             if (d := s.head_deadline()) is not None:
-                heapq.heappush(heads, (d, s.id, s))
+                heapq.heappush(heads, (s in overflow, d, s.id, s))
         return jobs
+
+    def _overflow(self, sessions: list[Session]) -> set[Session]:
+        """Speaking sessions beyond the capacity, by the time they started speaking."""
+        capacity = self.admission.capacity
+        if capacity is None:
+            return set()
+        speaking = sorted((s for s in sessions if s.speaking_since is not None), key=lambda s: s.speaking_since)
+        return set(speaking[capacity:])
 
     def _render(self, jobs: list[Job]) -> None:
         """Generate the faces of ``jobs`` (one model call), then composite each in the pool."""
@@ -213,6 +254,8 @@ class Engine:
         self._slots.release()
         try:
             image = composite(job.session.avatar, job.source, face)
+            if job.blend < 1:
+                image = blend_with_rest(job.session.avatar, job.source, image, job.blend)
             jpeg = encode_jpeg(image, self.jpeg_quality) if self.jpeg_quality else None
         except Exception as exc:  # noqa: BLE001 - reported to the session, the engine goes on
             log.exception("compositing failed")

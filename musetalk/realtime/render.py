@@ -24,3 +24,10 @@ def composite(avatar, source: int, face: np.ndarray | None) -> np.ndarray:
     if face is None:
         return frame.copy()
     return paste_face(frame, face, avatar.records[source], avatar.mask(source))
+
+
+def blend_with_rest(avatar, source: int, image: np.ndarray, speech: float) -> np.ndarray:
+    """``image`` (uint8 (H, W, 3) RGB, a composite of source frame ``source``) mixed with the unaltered
+    source frame: ``speech`` of the image, the rest of the source, rounded to uint8."""
+    rest = np.asarray(avatar.frames[source], dtype=np.float32)
+    return np.rint(rest + speech * (image.astype(np.float32) - rest)).astype(np.uint8)

@@ -1,9 +1,13 @@
 """The WebSocket protocol of ``/ws/{avatar}`` (registered on the app by :func:`register`).
 
-Query: ``lookahead=<seconds>`` (this session's audio look-ahead). Client -> server: binary PCM s16le
-16 kHz mono chunks of any size, then text ``{"type": "end"}``. Server -> client: one binary JPEG per frame
-in index order, ``{"type": "skip", "index": i, "skipped": total}`` in place of a frame that missed its
-deadline, then ``{"type": "done", "frames": N, "skipped": K}`` and a normal close.
+Query: ``lookahead=<seconds>`` (this session's audio look-ahead), ``live=1`` (a live session),
+``bargein=1`` (live: a new utterance while one plays interrupts it). Client -> server: binary PCM s16le
+16 kHz mono chunks of any size, then text ``{"type": "end"}``; live sessions also ``{"type": "interrupt"}``
+and ``{"type": "close"}``. Server -> client: one binary JPEG per frame in index order,
+``{"type": "skip", "index": i, "skipped": total}`` in place of a frame that missed its deadline; without
+live=1 then ``{"type": "done", "frames": N, "skipped": K}`` and a normal close; live sessions stream from
+the start (the avatar at rest between utterances), with ``{"type": "state", "state": "rest"|"speaking"}``
+on every change and ``{"type": "utterance_done", "frames": N}`` after each utterance, until ``close``.
 
 Every refusal is ``{"type": "error", "message": "<one line>"}`` then a close with the same reason and
 code 1013 (server full), 1008 (protocol misuse, unknown avatar, bad parameter) or 1011 (the engine
@@ -45,8 +49,9 @@ def register(app: FastAPI, store, engine: Engine) -> None:
         await ws.accept()
         try:
             lookahead = _lookahead(ws.query_params.get("lookahead"))
+            live, bargein = _flag(ws, "live"), _flag(ws, "bargein")
             avatar = await asyncio.to_thread(store.load, name)
-            session = engine.open(avatar, loop=asyncio.get_running_loop(), lookahead_s=lookahead)
+            session = engine.open(avatar, loop=asyncio.get_running_loop(), lookahead_s=lookahead, live=live)
         except ServerFull as exc:
             await refuse(ws, str(exc), TRY_AGAIN_LATER)
             return
@@ -54,9 +59,17 @@ def register(app: FastAPI, store, engine: Engine) -> None:
             await refuse(ws, str(exc), POLICY_VIOLATION)
             return
         try:
-            await _serve_session(ws, session)
+            await _serve_session(ws, session, bargein)
         finally:
             session.close()
+
+
+def _flag(ws: WebSocket, name: str) -> bool:
+    """A 0/1 query parameter."""
+    value = ws.query_params.get(name, "0")
+    if value not in ("0", "1"):
+        raise ProtocolError(f"{name} must be 0 or 1, got {value!r}")
+    return value == "1"
 
 
 def _lookahead(text: str | None) -> float | None:
@@ -72,9 +85,9 @@ def _lookahead(text: str | None) -> float | None:
     return value
 
 
-async def _serve_session(ws: WebSocket, session: Session) -> None:
+async def _serve_session(ws: WebSocket, session: Session, bargein: bool) -> None:
     """Run the receiver and the sender until the last frame went out, the client left, or it erred."""
-    receiver = asyncio.create_task(_receive_audio(ws, session))
+    receiver = asyncio.create_task(_receive_audio(ws, session, bargein))
     sender = asyncio.create_task(_send_frames(ws, session))
     try:
         done, _ = await asyncio.wait({receiver, sender}, return_when=asyncio.FIRST_COMPLETED)
@@ -94,22 +107,35 @@ async def _serve_session(ws: WebSocket, session: Session) -> None:
             task.cancel()
 
 
-async def _receive_audio(ws: WebSocket, session: Session) -> None:
-    """Feed PCM chunks to the session until ``{"type": "end"}``; then watch for the client leaving."""
+async def _receive_audio(ws: WebSocket, session: Session, bargein: bool) -> None:
+    """Feed PCM chunks and apply control messages; ends only by raising (the client left or erred)."""
     carry = b""
     while True:
         message = await ws.receive()
         if message["type"] == "websocket.disconnect":
             raise WebSocketDisconnect(message.get("code", 1000))
-        if message.get("bytes") is not None:
-            if session.stream.finished:
-                raise ProtocolError("audio received after {\"type\": \"end\"}")
-            data = carry + message["bytes"]
-            carry = data[len(data) // 2 * 2 :]
-            if len(data) >= 2:
-                session.feed_pcm16(data[: len(data) // 2 * 2])
-        elif message.get("text") is not None:
-            _control(message["text"], session, carry)
+        try:
+            if message.get("bytes") is not None:
+                data = carry + message["bytes"]
+                carry = data[len(data) // 2 * 2 :]
+                if len(data) >= 2:
+                    _feed(session, data[: len(data) // 2 * 2], bargein)
+            elif message.get("text") is not None:
+                _control(message["text"], session, carry)
+        except SessionError as exc:
+            if session.active:  # the client misused the session (a failed one is reported by the sender)
+                raise ProtocolError(str(exc)) from None
+            raise
+
+
+def _feed(session: Session, pcm: bytes, bargein: bool) -> None:
+    """Audio: continues the current utterance or (live) starts the next one, interrupting the one still
+    playing when the client asked for barge-in."""
+    if not session.live and session.frame_total is not None:
+        raise ProtocolError("audio received after {\"type\": \"end\"}")
+    if bargein and session.speaking and not session.utterance_open:
+        session.interrupt()
+    session.feed_pcm16(pcm)
 
 
 def parse_message(text: str) -> dict:
@@ -124,23 +150,29 @@ def parse_message(text: str) -> dict:
 
 
 def _control(text: str, session: Session, carry: bytes) -> None:
-    """Apply a text message: only ``{"type": "end"}`` (once, after whole samples) is allowed."""
+    """Apply a text message: ``end`` (after whole samples); live sessions also ``interrupt`` and ``close``."""
     msg = parse_message(text)
-    if msg["type"] != "end":
-        raise ProtocolError(f"unknown message {text[:60]!r}: send PCM as binary and {{\"type\": \"end\"}} last")
-    if session.stream.finished:
-        raise ProtocolError("{\"type\": \"end\"} sent twice")
-    if carry:
-        raise ProtocolError("the PCM ended inside a sample: s16le audio needs an even number of bytes")
-    session.end()
+    kind = msg["type"]
+    if kind == "end":
+        if carry:
+            raise ProtocolError("the PCM ended inside a sample: s16le audio needs an even number of bytes")
+        session.end()
+    elif kind == "interrupt" and session.live:
+        session.interrupt()
+    elif kind == "close" and session.live:
+        session.finish()
+    else:
+        allowed = "end, interrupt, close" if session.live else "end"
+        raise ProtocolError(f"unknown message {text[:60]!r}: the text messages here are {allowed}")
 
 
 async def _send_frames(ws: WebSocket, session: Session) -> None:
-    """Frames as binary JPEG messages and skips as text, in index order; then ``done``."""
+    """Frames as binary JPEG messages, skips and events as text, in index order; then (not live) ``done``."""
     while (item := await session.next_item()) is not None:
         await send_item(ws, item)
-    await ws.send_text(json.dumps({"type": "done", "frames": session.sent + session.skipped,
-                                   "skipped": session.skipped}))
+    if not session.live:
+        await ws.send_text(json.dumps({"type": "done", "frames": session.sent + session.skipped,
+                                       "skipped": session.skipped}))
 
 
 async def send_item(ws: WebSocket, item: Frame | Skip | Event) -> None:

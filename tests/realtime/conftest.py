@@ -53,7 +53,7 @@ def fake_models(engine, generate_s: float = 0.0, fault=None):
     def encode(planned):
         if fault:
             fault("encode", [s for s, _ in planned])
-        return [np.zeros((sum(p.num_states), 5, 384), np.float32) for _, p in planned]
+        return [np.zeros((sum(p.num_states), 5, 384), np.float32) for _, (_, p) in planned]
 
     def generate(pairs):
         time.sleep(generate_s)

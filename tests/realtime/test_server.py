@@ -191,3 +191,43 @@ def test_metrics(client, speech):
     assert values['musetalk_frame_latency_seconds_bucket{le="+Inf"}'] == values["musetalk_frames_sent_total"]
     assert values["musetalk_generate_batch_size_count"] >= 1 and values["musetalk_gpu_memory_bytes"] == 0
     assert values["process_resident_memory_bytes"] > 50e6
+
+
+def test_live_session_over_the_websocket(client, speech):
+    with client.websocket_connect("/ws/photo?live=1&lookahead=0.1") as ws:
+        assert all(len(ws.receive_bytes()) > 1000 for _ in range(3))  # the avatar at rest before any audio
+        ws.send_bytes(pcm16(speech[:8000]))
+        ws.send_text('{"type": "end"}')
+        texts, frames = [], 3
+        while len(texts) < 3:
+            msg = ws.receive()
+            text = json.loads(msg["text"]) if msg.get("text") is not None else None
+            if text is None or text["type"] == "skip":  # a slow test client may lose rest frames
+                frames += 1
+            else:
+                texts.append((frames, text))
+        assert [t for _, t in texts] == [{"type": "state", "state": "speaking"},
+                                         {"type": "utterance_done", "frames": 12}, {"type": "state", "state": "rest"}]
+        assert texts[1][0] - texts[0][0] == 12
+        ws.send_text('{"type": "close"}')
+        while (msg := ws.receive())["type"] == "websocket.send":
+            assert msg.get("bytes") is not None or json.loads(msg["text"])["type"] == "skip"
+        assert msg == {"type": "websocket.close", "code": 1000, "reason": ""}
+
+
+@pytest.mark.parametrize("query, message, match", [
+    ("?live=2", None, "live must be 0 or 1, got '2'"),
+    ("?bargein=yes", None, "bargein must be 0 or 1, got 'yes'"),
+    ("", '{"type": "interrupt"}', "the text messages here are end"),
+    ("?live=1", '{"type": "end"}', "no utterance to end: send audio first"),
+    ("?live=1", '{"type": "close", "x": [}', "text messages must be JSON"),
+])
+def test_live_protocol_misuse(client, query, message, match):
+    with client.websocket_connect(f"/ws/photo{query}") as ws:
+        if message is not None:
+            ws.send_text(message)
+        while (msg := ws.receive()).get("bytes") is not None:
+            pass  # rest frames of a live session
+        reply = json.loads(msg["text"])
+        assert reply["type"] == "error" and match in reply["message"], reply
+        assert ws.receive() == {"type": "websocket.close", "code": 1008, "reason": reply["message"]}
