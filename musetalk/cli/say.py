@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from ..pipeline.lipsync import MuseTalk
     from ..realtime.avatar import AvatarStore
     from ..realtime.engine import Engine
-    from ..realtime.render import render_speech
+    from ..realtime.recording import render_speech
     from ..speech import Synthesizer, check_text
     from .avatar import default_device
 
