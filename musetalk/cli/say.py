@@ -6,6 +6,7 @@ import logging
 
 from ..models.layout import ENV_VAR as MODELS_ENV
 from ..models.layout import VERSIONS
+from .avatar import AVATARS_HELP, default_device
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--avatar", required=True, help="name of a prepared avatar (see `musetalk avatar list`)")
     p.add_argument("-o", "--output", required=True, help="output mp4 (written beside, renamed when complete)")
     p.add_argument("--voice", help=VOICE_HELP)
-    p.add_argument("--avatars", help="avatars folder (default: $MUSETALK_AVATARS or ./avatars)")
+    p.add_argument("--avatars", help=AVATARS_HELP)
     p.add_argument("--models", help=f"models folder (default: ${MODELS_ENV} or ./models)")
     p.add_argument("--version", choices=VERSIONS, default="v1.5", help="model version (default: v1.5)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
@@ -35,7 +36,6 @@ def run(args: argparse.Namespace) -> int:
     from ..realtime.engine import Engine
     from ..realtime.recording import render_speech
     from ..speech import Synthesizer, check_text
-    from .avatar import default_device
 
     text = check_text(args.text)
     synth = Synthesizer(args.voice)
