@@ -139,9 +139,9 @@ def test_typed_sentence_is_spoken_then_rest(browser, serve, synthesizer):
     assert line.startswith("rest · ") and " fps · latency " in line and " · skipped " in line, line
 
 
-@LIVE
 @pytest.mark.timeout(180)
 def test_microphone_speaks_through_the_live_session(browser, serve):
+    """Microphone audio (a fake device fed from sun.wav) is one utterance; "Done speaking" ends it."""
     open_page(browser, serve() + "/")
     wait_stats(browser, "s.state === 'rest'", 60)
     browser.evaluate("document.getElementById('mic-start').click()")
@@ -149,7 +149,7 @@ def test_microphone_speaks_through_the_live_session(browser, serve):
     browser.evaluate("document.getElementById('mic-stop').click()")
     final = wait_stats(browser, "s.utterances === 1 && s.state === 'rest'", 120)
     # all audio sent becomes the utterance's frames: floor(seconds x 25) for sentBytes / 2 samples at 16 kHz
-    assert final["utteranceFrames"] == int(final["sentBytes"] / 2 / 16000 * 25) >= 50
+    assert final["utteranceFrames"] == int(final["sentBytes"] / 2 / 16000 * 25) >= 25
 
 
 @LIVE

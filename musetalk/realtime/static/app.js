@@ -211,6 +211,7 @@ class LiveSession {
     this.next = 0;
     this.message = null;
     this.sentAt = null;
+    this.reopen = false;
     this.localSound = null;
     this.arrivals = [];
     this.setState("connecting");
@@ -271,6 +272,10 @@ class LiveSession {
     } else if (msg.type === "utterance_done") {
       stats.utterances += 1;
       stats.utteranceFrames = msg.frames;
+    } else if (msg.type === "done") {  // a server without live sessions: one utterance, then a fresh session
+      stats.utterances += 1;
+      stats.utteranceFrames = msg.frames;
+      this.reopen = true;
     } else if (msg.type === "error") {
       this.message = msg.message;
       stats.error = msg.message;
@@ -283,7 +288,9 @@ class LiveSession {
     if (live !== this) return;  // replaced by another avatar's session
     stopMic(false);
     const reason = event.reason || this.message;
-    if (event.code in REFUSALS) {
+    if (this.reopen) {
+      live = new LiveSession(this.avatar);
+    } else if (event.code in REFUSALS) {
       stats.refusal = reason || REFUSALS[event.code];
       this.setState("refused");
       status(`Refused (${REFUSALS[event.code]}): ${stats.refusal}`, true);
