@@ -56,7 +56,7 @@ def test_stream_protocol_with_uneven_odd_chunks(client, speech):
         jpegs = []
         while (msg := ws.receive())["type"] == "websocket.send" and msg.get("bytes") is not None:
             jpegs.append(msg["bytes"])
-        assert json.loads(msg["text"]) == {"type": "done", "frames": frame_count(19000, 25)}
+        assert json.loads(msg["text"]) == {"type": "done", "frames": frame_count(19000, 25), "skipped": 0}
     assert len(jpegs) == 29
     image = cv2.imdecode(np.frombuffer(jpegs[-1], np.uint8), cv2.IMREAD_COLOR)
     assert image.shape == (768, 576, 3)
@@ -102,7 +102,7 @@ def test_vanished_client_frees_its_session_and_others_go_on(client, engine, spee
         ws.send_bytes(pcm16(speech[:2000]))
         ws.send_text('{"type": "end"}')
         assert all(len(ws.receive_bytes()) > 1000 for _ in range(3))
-        assert json.loads(ws.receive_text()) == {"type": "done", "frames": 3}
+        assert json.loads(ws.receive_text()) == {"type": "done", "frames": 3, "skipped": 0}
 
 
 def test_upload_prepares_with_progress(tmp_path, tiny_musetalk, engine, media):
