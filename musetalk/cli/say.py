@@ -33,7 +33,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..pipeline.lipsync import MuseTalk
     from ..realtime.avatar import AvatarStore
-    from ..realtime.engine import Engine
     from ..realtime.recording import render_speech
     from ..speech import Synthesizer, check_text
 
@@ -43,7 +42,6 @@ def run(args: argparse.Namespace) -> int:
     device = args.device or default_device()
     mt = MuseTalk.from_pretrained(args.models, version=args.version, device=device)
     avatar = AvatarStore(args.avatars, mt).load(args.avatar)
-    with Engine(mt, batch_size=args.batch_size, jpeg_quality=None) as engine:
-        result = render_speech(engine, avatar, samples, args.output, crf=args.crf)
+    result = render_speech(mt, avatar, samples, args.output, batch_size=args.batch_size, crf=args.crf)
     print(f"{result.output}: {result.frames} frames at {result.fps:g} fps, {result.audio_seconds:.2f} s of speech")
     return 0

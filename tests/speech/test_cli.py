@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import av
 import pytest
@@ -92,3 +93,34 @@ def test_dub_text_refusals(tmp_path, capsys, tiny_models, media):
     assert_refused(run_cli(capsys, "dub", photo, "--text", "Hi.", "-o", tmp_path / "no" / "o.mp4",
                            "--models", tiny_models),
                    f"cannot write {tmp_path / 'no' / 'o.mp4'}: folder {tmp_path / 'no'} does not exist", tmp_path)
+
+
+def test_a_slow_writer_loses_no_frame(tmp_path, monkeypatch, tiny_musetalk, avatars, media):
+    """The recording waits for its writer: the writer holds its first frame until the engine has made
+    every other one (55 frames, more than a real-time client may have waiting), and all are written."""
+    from musetalk.audio import load_audio
+    from musetalk.realtime.avatar import AvatarStore
+    from musetalk.realtime.engine import Engine
+    from musetalk.realtime.recording import render_speech
+    from musetalk.video.io import VideoWriter
+
+    sessions = []
+    open_session, write = Engine.open, VideoWriter.write
+
+    def recorded_open(self, *args, **kwargs):
+        sessions.append(open_session(self, *args, **kwargs))
+        return sessions[-1]
+
+    def held_write(self, frame):
+        deadline = time.monotonic() + 120
+        while self.frames_written == 0 and sessions[0].queue_depth < 55 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the other 54 frames and the end wait in the outbox
+        write(self, frame)
+
+    monkeypatch.setattr(Engine, "open", recorded_open)
+    monkeypatch.setattr(VideoWriter, "write", held_write)
+    samples = load_audio(media / "sun.wav")[: 2 * 16000 + 3200]
+    avatar = AvatarStore(avatars, tiny_musetalk).load("photo")
+    result = render_speech(tiny_musetalk, avatar, samples, tmp_path / "held.mp4")
+    assert sessions[0].queue_depth == 0
+    assert result.frames == 55 and probe(tmp_path / "held.mp4").num_frames == 55
