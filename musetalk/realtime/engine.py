@@ -92,13 +92,17 @@ class Engine:
     def sessions(self) -> int:
         """Open sessions."""
         with self._cond:
-            return len(self._sessions)
+            return len(self._open())
 
     @property
     def speaking(self) -> int:
         """Sessions rendering speech."""
         with self._cond:
-            return len(self._sessions)
+            return len(self._open())
+
+    def _open(self) -> list[Session]:
+        """Sessions not finished yet (the scheduler drops the others at its next look). Holds ``_cond``."""
+        return [s for s in self._sessions if not s.finished]
 
     @property
     def queue_depth(self) -> int:
@@ -110,7 +114,7 @@ class Engine:
         """The engine's part of ``GET /health``."""
         with self._cond:
             speaking, capacity = self.speaking, self.admission.capacity
-            return {"sessions": len(self._sessions), "speaking": speaking, "capacity": capacity,
+            return {"sessions": self.sessions, "speaking": speaking, "capacity": capacity,
                     "load": self.admission.load(speaking, 0), "free": self.admission.admits(speaking, 0, live=False)}
 
     def wake(self) -> None:
@@ -149,7 +153,7 @@ class Engine:
 
     def _work(self) -> bool:
         """Drop finished sessions; whether any open one has something to compute. Holds ``_cond``."""
-        self._sessions = [s for s in self._sessions if not s.finished]
+        self._sessions = self._open()
         return any(s.head_deadline() is not None or s.wants_plan(self.batch_size) for s in self._sessions)
 
     def _step(self, sessions: list[Session]) -> None:

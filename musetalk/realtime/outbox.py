@@ -18,17 +18,20 @@ import numpy as np
 class Frame:
     """One output frame. ``jpeg``: its JPEG bytes (None when the engine does not encode); ``image``: uint8
     (H, W, 3) RGB, kept only when the engine does not encode; ``ready_at``: ``time.perf_counter()`` when the
-    audio its prompt needs (look-ahead included) had arrived; ``done_at``: when it was composited."""
+    audio its prompt needs (look-ahead included) had arrived; ``due_at``: its time on the session's media
+    clock (never before ``ready_at``); ``done_at``: when it was composited."""
 
     index: int
     jpeg: bytes | None
     image: np.ndarray | None
     ready_at: float
+    due_at: float
     done_at: float
 
     @property
     def latency(self) -> float:
-        return self.done_at - self.ready_at
+        """Seconds from its due time to composited (audio arriving ahead of the clock does not count)."""
+        return self.done_at - self.due_at
 
 
 @dataclass(frozen=True)

@@ -48,13 +48,15 @@ class SessionSettings:
 
 @dataclass
 class Job:
-    """One frame to render: its global ``index``, avatar ``source`` frame, prompt float32 (50, 384)."""
+    """One frame to render: its global ``index``, avatar ``source`` frame, prompt float32 (50, 384); its
+    audio was complete at ``ready_at``, it is due at ``due_at`` and must be out by ``deadline``."""
 
     session: "Session"
     index: int
     source: int
     prompt: np.ndarray
     ready_at: float
+    due_at: float
     deadline: float
 
 
@@ -179,14 +181,15 @@ class Session:
                 return
             for index, prompt in zip(range(plan.start, plan.stop), prompts):
                 ready_at = self._ready_times.popleft()
-                self._jobs.append(Job(self, index, self.avatar.source_index(index), prompt, ready_at,
-                                      self._deadline(index, ready_at)))
+                due_at = self._due(index, ready_at)
+                self._jobs.append(Job(self, index, self.avatar.source_index(index), prompt, ready_at, due_at,
+                                      due_at + (self.settings.budget_s or 0.0)))
 
-    def _deadline(self, index: int, ready_at: float) -> float:
+    def _due(self, index: int, ready_at: float) -> float:
+        """Frame ``index``'s time on the media clock (``origin + index / fps``), not before its audio."""
         if self._origin is None:
             self._origin = ready_at - index / self.avatar.fps
-        due = max(self._origin + index / self.avatar.fps, ready_at)
-        return due + (self.settings.budget_s or 0.0)
+        return max(self._origin + index / self.avatar.fps, ready_at)
 
     def head_deadline(self) -> float | None:
         """Deadline of the next job (None if none)."""
@@ -216,7 +219,7 @@ class Session:
         done_at = time.perf_counter()
         late = self.settings.budget_s is not None and done_at > job.deadline
         frame = None if late else Frame(job.index, jpeg, image if self.settings.keep_images else None,
-                                        job.ready_at, done_at)
+                                        job.ready_at, job.due_at, done_at)
         with self._lock:
             self._in_flight -= 1
             self._place(job.index, frame)

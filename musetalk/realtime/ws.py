@@ -109,7 +109,7 @@ async def _receive_audio(ws: WebSocket, session: Session) -> None:
             if len(data) >= 2:
                 session.feed_pcm16(data[: len(data) // 2 * 2])
         elif message.get("text") is not None:
-            _control(message["text"], session)
+            _control(message["text"], session, carry)
 
 
 def parse_message(text: str) -> dict:
@@ -123,13 +123,15 @@ def parse_message(text: str) -> dict:
     return msg
 
 
-def _control(text: str, session: Session) -> None:
-    """Apply a text message: only ``{"type": "end"}`` (once) is allowed."""
+def _control(text: str, session: Session, carry: bytes) -> None:
+    """Apply a text message: only ``{"type": "end"}`` (once, after whole samples) is allowed."""
     msg = parse_message(text)
     if msg["type"] != "end":
         raise ProtocolError(f"unknown message {text[:60]!r}: send PCM as binary and {{\"type\": \"end\"}} last")
     if session.stream.finished:
         raise ProtocolError("{\"type\": \"end\"} sent twice")
+    if carry:
+        raise ProtocolError("the PCM ended inside a sample: s16le audio needs an even number of bytes")
     session.end()
 
 

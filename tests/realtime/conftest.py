@@ -30,7 +30,7 @@ def store(tmp_path_factory, tiny_musetalk, media):
 def engine(tiny_musetalk):
     from musetalk.realtime.engine import Engine
 
-    with Engine(tiny_musetalk, batch_size=8) as engine:
+    with Engine(tiny_musetalk, batch_size=8, capacity=4) as engine:
         yield engine
 
 

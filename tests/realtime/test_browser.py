@@ -179,7 +179,6 @@ def engine_for_one(tiny_musetalk):
         yield engine
 
 
-@pytest.mark.xfail(strict=False, reason="needs the rtengine branch: Engine(capacity=...) and close 1013")
 @pytest.mark.timeout(120)
 def test_refusal_is_shown_when_the_server_is_full(browser, store, engine_for_one):
     """With room for one speaking session, held by a plain (speaking) session, the page's live session is
