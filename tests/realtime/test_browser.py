@@ -139,6 +139,23 @@ def test_typed_sentence_is_spoken_then_rest(browser, serve, synthesizer):
     assert line.startswith("rest · ") and " fps · latency " in line and " · skipped " in line, line
 
 
+@LIVE
+@pytest.mark.timeout(180)
+def test_stop_interrupts_the_speech(browser, serve):
+    """Stop drops the rest of a long utterance (frames and its audio) and the avatar is back at rest."""
+    open_page(browser, serve() + "/")
+    wait_stats(browser, "s.state === 'rest'", 60)
+    long_text = "This is a long sentence that keeps the avatar talking for quite a few seconds. " * 3
+    browser.evaluate(f"document.getElementById('text').value = {long_text!r}")
+    browser.evaluate("document.getElementById('say').click()")
+    wait_stats(browser, "s.state === 'speaking' && s.drawn > 0", 90)
+    assert browser.evaluate("document.getElementById('stop').disabled") is False
+    browser.evaluate("document.getElementById('stop').click()")
+    stopped = wait_stats(browser, "s.state === 'rest'", 20)
+    assert stopped["audioPlayed"] < 3  # most of the ~15 s of speech was never played
+    assert browser.evaluate("document.getElementById('stop').disabled") is True
+
+
 @pytest.mark.timeout(180)
 def test_microphone_speaks_through_the_live_session(browser, serve):
     """Microphone audio (a fake device fed from sun.wav) is one utterance; "Done speaking" ends it."""
