@@ -94,7 +94,7 @@ async def run_session(url: str, pcm: bytes, chunk_ms: int, fps: float, lookahead
         end = time.perf_counter()
         frames, skipped = await receiver
     ready = ready_times(len(pcm) // 2, chunk // 2, sends, end, fps, lookahead)
-    index = np.array(sorted(arrivals))
+    index = np.array(sorted(arrivals), dtype=np.int64)
     got = np.array([arrivals[i] for i in index])
     span = got[-1] - got[0] if len(got) > 1 else float("nan")
     own_time = start + (index + 1) / fps
@@ -221,12 +221,17 @@ def bench_serving(args: argparse.Namespace) -> None:
     print_extras(lookahead_rows, say, costs)
 
 
+def percentile(values: np.ndarray, q: float) -> float:
+    """The q-th percentile; infinite when no frame arrived (all skipped)."""
+    return float(np.percentile(values, q)) if len(values) else float("inf")
+
+
 def summarize(args: argparse.Namespace, k: int, results: list[SessionResult], fps: float) -> tuple:
     """One row of the sessions table; its last item: whether the round was real time."""
     lat = np.concatenate([r.latencies for r in results])
     ok = all(r.frames == r.expected for r in results)
     worst_fps = min(r.fps for r in results)
-    p50, p95 = np.percentile(lat, 50), np.percentile(lat, 95)
+    p50, p95 = percentile(lat, 50), percentile(lat, 95)
     skipped = sum(r.skipped for r in results)
     realtime = ok and worst_fps >= 0.95 * fps and p95 <= args.max_p95
     log.info("%d sessions: p50 %.0f ms, p95 %.0f ms, min fps %.1f, %d skipped, %s", k, p50 * 1e3, p95 * 1e3,
@@ -249,7 +254,7 @@ def print_table(args: argparse.Namespace, rows: list, best: int, fps: float) -> 
 def print_extras(lookahead_rows: list, say: list[float], costs: list[tuple[float, float]]) -> None:
     lines = ["| look-ahead (s) | p95 after the audio is complete (ms) | p95 after the frame's own audio (ms) |",
              "|---:|---:|---:|"]
-    lines += [f"| {v:g} | {np.percentile(r.latencies, 95) * 1e3:.0f} | {np.percentile(r.delays, 95) * 1e3:.0f} |"
+    lines += [f"| {v:g} | {percentile(r.latencies, 95) * 1e3:.0f} | {percentile(r.delays, 95) * 1e3:.0f} |"
               for v, r in lookahead_rows]
     lines.append(f"text to first frame (say): {np.median(say) * 1e3:.0f} ms (median of {len(say)})")
     (idle_cpu, idle_frames), (talk_cpu, talk_frames) = costs
