@@ -4,10 +4,13 @@ from __future__ import annotations
 import argparse
 import logging
 
+from ..errors import MuseTalkError
 from ..models.layout import ENV_VAR as MODELS_ENV
 from ..models.layout import VERSIONS
 
 log = logging.getLogger(__name__)
+
+DEFAULT_BUDGET_MS = 200.0  # the real-time bound of bench/realtime.py (p95 < 200 ms)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fp16", action="store_true", help="half precision (GPU)")
     p.add_argument("--batch-size", type=int, default=16, help="most frames per model call, over all sessions")
     p.add_argument("--lookahead", type=float, default=None,
-                   help="seconds of audio after a frame's window before it is rendered (default 0.4)")
+                   help="default seconds of audio after a frame's window before it is rendered (default 0.4; "
+                        "a client may choose its own with the lookahead query parameter)")
+    p.add_argument("--latency-budget-ms", type=float, default=DEFAULT_BUDGET_MS,
+                   help="a frame not out this long after its due time is skipped (default %(default)g)")
+    p.add_argument("--max-sessions", type=int, default=None,
+                   help="speaking sessions admitted (default: measured by a short calibration at start-up)")
     p.add_argument("--token", default=None,
                    help="access token for everything but the page and /health (default: $MUSETALK_TOKEN; generated "
                         "and logged when --host is not a loopback address)")
@@ -57,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from ..face import load_face_parser
     from ..pipeline.lipsync import MuseTalk
     from ..realtime.access import AccessPolicy
+    from ..realtime.admission import calibrate
     from ..realtime.avatar import AvatarStore
     from ..realtime.engine import Engine
     from ..realtime.server import create_app
@@ -70,7 +79,14 @@ def run(args: argparse.Namespace) -> int:
                         cache_mb=args.avatar_cache_mb)
     access = AccessPolicy(access_token(args.token, args.host, args.port), tuple(args.allow_origin))
     lookahead = DEFAULT_LOOKAHEAD_S if args.lookahead is None else args.lookahead
-    with Engine(mt, batch_size=args.batch_size, lookahead_s=lookahead) as engine:
+    if args.max_sessions is not None and args.max_sessions < 1:
+        raise MuseTalkError(f"--max-sessions must be at least 1, got {args.max_sessions}")
+    if args.latency_budget_ms <= 0:
+        raise MuseTalkError(f"--latency-budget-ms must be positive, got {args.latency_budget_ms:g}")
+    budget = args.latency_budget_ms / 1000
+    capacity = args.max_sessions or calibrate(mt, args.batch_size, budget)
+    with Engine(mt, batch_size=args.batch_size, lookahead_s=lookahead, latency_budget_s=budget,
+                capacity=capacity) as engine:
         app = create_app(store, engine, access, max_upload_mb=args.max_upload_mb)
         log.info("serving %d avatars from %s on http://%s:%d/", len(store.names()), store.root, args.host, args.port)
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
