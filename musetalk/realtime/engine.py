@@ -6,7 +6,8 @@
     session.end()
     for item in session.frames(): ...         # Frame(index, jpeg, image, times) or Skip(index, skipped)
 
-The scheduler thread loops: (1) plans and runs one batched whisper pass over the new audio windows of
+A clock thread sends live sessions' frames at their due times (rest frames, made from the avatar's
+cached source frames, and speech frames rendered ahead). The scheduler thread loops: (1) plans and runs one batched whisper pass over the new audio windows of
 every session (:mod:`.streaming`); (2) picks up to ``batch_size`` frames earliest-deadline-first across
 sessions, skipping those that can no longer make their deadline (:mod:`.session`); (3) one
 ``generate_latents`` call over them; (4) hands the faces to a small compositor pool (paste, JPEG). A fault
@@ -29,7 +30,8 @@ import torch
 
 from ..errors import MuseTalkError
 from .admission import Admission
-from .render import blend_with_rest, composite, encode_jpeg
+from ..video.jpeg import encode_jpeg
+from .render import blend_with_rest, composite
 from .session import Job, Session, SessionError, SessionSettings
 from .stats import EngineStats
 from .streaming import DEFAULT_LOOKAHEAD_S, Plan, encode_plans
@@ -74,7 +76,9 @@ class Engine:
         self._pool = ThreadPoolExecutor(compositors, thread_name_prefix="musetalk-composite")
         self._slots = threading.Semaphore(2 * compositors * batch_size)  # bounds frames waiting to be composited
         self._thread = threading.Thread(target=self._run, name="musetalk-engine", daemon=True)
+        self._clock = threading.Thread(target=self._run_clock, name="musetalk-clock", daemon=True)
         self._thread.start()
+        self._clock.start()
 
     def open(self, avatar, loop: asyncio.AbstractEventLoop | None = None, lookahead_s: float | None = None,
              live: bool = False) -> Session:
@@ -128,14 +132,15 @@ class Engine:
 
     def wake(self) -> None:
         with self._cond:
-            self._cond.notify()
+            self._cond.notify_all()
 
     def close(self) -> None:
         """Stop the scheduler and the compositors (sessions still open get nothing more)."""
         with self._cond:
             self._stopping = True
-            self._cond.notify()
+            self._cond.notify_all()
         self._thread.join()
+        self._clock.join()
         self._pool.shutdown(wait=True)
 
     def __enter__(self) -> "Engine":
@@ -149,7 +154,7 @@ class Engine:
         while True:
             with self._cond:
                 while not self._stopping and not self._work():
-                    self._cond.wait(timeout=self._until_tick())
+                    self._cond.wait(timeout=1.0)
                 if self._stopping:
                     return
                 sessions = list(self._sessions)
@@ -163,8 +168,20 @@ class Engine:
     def _work(self) -> bool:
         """Drop finished sessions; whether any open one has something to compute. Holds ``_cond``."""
         self._sessions = self._open()
-        return self._until_tick() <= 0 or any(
-            s.head_deadline() is not None or s.wants_plan(self.batch_size) for s in self._sessions)
+        return any(s.head_deadline() is not None or s.wants_plan(self.batch_size) for s in self._sessions)
+
+    def _run_clock(self) -> None:
+        """The clock thread: live sessions' frames go out at their due time, whatever the scheduler does."""
+        while True:
+            with self._cond:
+                while not self._stopping and (wait := self._until_tick()) > 0:
+                    self._cond.wait(timeout=wait)
+                if self._stopping:
+                    return
+                live = [s for s in self._sessions if s.live]
+            now = time.perf_counter()
+            for s in live:
+                _guarded(s, "rest frames", lambda: s.tick(now, self._rest_frame))
 
     def _until_tick(self) -> float:
         """Seconds until a live session's clock reaches its next frame (at most 1). Holds ``_cond``."""
@@ -172,10 +189,6 @@ class Engine:
         return min([1.0, *(t - time.perf_counter() for t in ticks)])
 
     def _step(self, sessions: list[Session]) -> None:
-        now = time.perf_counter()
-        for s in sessions:
-            if s.live:
-                _guarded(s, "rest frames", lambda: s.tick(now, self._rest_frame))
         self._encode_audio([s for s in sessions if s.wants_plan(self.batch_size)])
         jobs = self._pick(sessions)
         if jobs:

@@ -1,18 +1,7 @@
-"""A frame's last stage: the generated face pasted into its avatar source frame, encoded as JPEG."""
+"""A frame's last stage: the generated face pasted into its avatar source frame (and mixed with rest)."""
 from __future__ import annotations
 
-import cv2
 import numpy as np
-
-from ..errors import MuseTalkError
-
-
-def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
-    """uint8 (H, W, 3) RGB -> JPEG bytes."""
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise MuseTalkError("JPEG encoding failed")
-    return buf.tobytes()
 
 
 def composite(avatar, source: int, face: np.ndarray | None) -> np.ndarray:

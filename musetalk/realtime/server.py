@@ -46,9 +46,10 @@ STATIC = Path(__file__).resolve().parent / "static"
 
 
 def create_app(store: AvatarStore, engine: Engine, access: AccessPolicy = AccessPolicy(),
-               max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB) -> FastAPI:
+               max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, *, synthesizer=None) -> FastAPI:
     """The application serving ``store``'s avatars through ``engine`` (which must encode JPEG), guarded by
-    ``access`` (token, origins), taking uploads up to ``max_upload_mb``."""
+    ``access`` (token, origins), taking uploads up to ``max_upload_mb``; ``say`` messages are spoken by
+    ``synthesizer`` (a :class:`musetalk.speech.Synthesizer`; default: the bundled voice, loaded on first use)."""
     if not engine.jpeg_quality:
         raise MuseTalkError("the server sends JPEG frames: create the Engine with a jpeg_quality")
     app = FastAPI(title="MuseTalk real-time avatars")
@@ -70,5 +71,5 @@ def create_app(store: AvatarStore, engine: Engine, access: AccessPolicy = Access
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    register_ws(app, store, engine)
+    register_ws(app, store, engine, synthesizer)
     return app

@@ -132,19 +132,27 @@ class Session:
             self._utterances.append(Utterance(FeatureStream(avatar.fps, settings.lookahead_s), 0))
 
     # -- client side -------------------------------------------------------------------------------
-    def feed(self, samples: np.ndarray) -> None:
+    def feed(self, samples: np.ndarray) -> int:
         """Append float32 (N,) mono samples at 16 kHz (values in [-1, 1]); in a live session, audio after
-        an utterance's end starts the next utterance."""
+        an utterance's end starts the next utterance. Returns the frame whose time these samples start at."""
         with self._lock:
             self._check_open()
             utterance = self._open_utterance()
+            frame = utterance.start + utterance.stream.total * utterance.stream.fps // SAMPLE_RATE
             utterance.stream.push(samples)
             self._note_ready(utterance)
         self._wake()
+        return int(frame)
 
-    def feed_pcm16(self, data: bytes) -> None:
+    def notify(self, message: dict) -> None:
+        """Send ``message`` to the client now, ahead of the frames waiting (e.g. speech to play)."""
+        with self._lock:
+            if self.active and not self._end_sent:
+                self._outbox.put(Event(message))
+
+    def feed_pcm16(self, data: bytes) -> int:
         """Append PCM s16le mono 16 kHz bytes (an even count)."""
-        self.feed(np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0)
+        return self.feed(np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0)
 
     def end(self) -> None:
         """The current utterance is complete: its remaining frames (floor(seconds x fps) in all) follow."""
@@ -213,9 +221,9 @@ class Session:
 
     @property
     def utterance_open(self) -> bool:
-        """Whether audio now continues the current utterance (it has not ended)."""
+        """Whether audio arrived for the current utterance and it has not ended."""
         current = self._current()
-        return current is not None and not current.stream.finished
+        return current is not None and current.stream.total > 0 and not current.stream.finished
 
     @property
     def speaking(self) -> bool:

@@ -2,8 +2,10 @@
 
 Query: ``lookahead=<seconds>`` (this session's audio look-ahead), ``live=1`` (a live session),
 ``bargein=1`` (live: a new utterance while one plays interrupts it). Client -> server: binary PCM s16le
-16 kHz mono chunks of any size, then text ``{"type": "end"}``; live sessions also ``{"type": "interrupt"}``
-and ``{"type": "close"}``. Server -> client: one binary JPEG per frame in index order,
+16 kHz mono chunks of any size, then text ``{"type": "end"}``; or ``{"type": "say", "text": "..."}`` (an
+utterance synthesised sentence by sentence that ends by itself; the client gets its speech as
+``{"type": "audio", "frame": i, "sample_rate": 16000, "pcm16": "<base64 s16le>"}`` to play from frame i's
+time); live sessions also ``{"type": "interrupt"}`` and ``{"type": "close"}``. Server -> client: one binary JPEG per frame in index order,
 ``{"type": "skip", "index": i, "skipped": total}`` in place of a frame that missed its deadline; without
 live=1 then ``{"type": "done", "frames": N, "skipped": K}`` and a normal close; live sessions stream from
 the start (the avatar at rest between utterances), with ``{"type": "state", "state": "rest"|"speaking"}``
@@ -16,12 +18,15 @@ failed this session).
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import math
 
+import numpy as np
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 
+from ..audio.load import SAMPLE_RATE
 from ..errors import MuseTalkError
 from .admission import ServerFull
 from .engine import Engine
@@ -41,8 +46,26 @@ class ProtocolError(MuseTalkError):
     """A WebSocket client sent something the protocol does not allow."""
 
 
-def register(app: FastAPI, store, engine: Engine) -> None:
-    """Serve ``store``'s avatars through ``engine`` on ``/ws/{name}``."""
+class Voice:
+    """The speech synthesizer of ``say`` messages (a :class:`musetalk.speech.Synthesizer`), made on first use."""
+
+    def __init__(self, synthesizer=None) -> None:
+        self._synth = synthesizer
+        self._lock = asyncio.Lock()
+
+    async def get(self):
+        async with self._lock:
+            if self._synth is None:
+                from ..speech import Synthesizer
+
+                self._synth = await asyncio.to_thread(Synthesizer)
+            return self._synth
+
+
+def register(app: FastAPI, store, engine: Engine, synthesizer=None) -> None:
+    """Serve ``store``'s avatars through ``engine`` on ``/ws/{name}``; ``say`` messages are spoken by
+    ``synthesizer`` (default: a :class:`musetalk.speech.Synthesizer` with the bundled voice, made on first use)."""
+    voice = Voice(synthesizer)
 
     @app.websocket("/ws/{name}")
     async def stream(ws: WebSocket, name: str) -> None:
@@ -59,7 +82,7 @@ def register(app: FastAPI, store, engine: Engine) -> None:
             await refuse(ws, str(exc), POLICY_VIOLATION)
             return
         try:
-            await _serve_session(ws, session, bargein)
+            await _serve_session(ws, _Connection(session, bargein, voice))
         finally:
             session.close()
 
@@ -85,9 +108,114 @@ def _lookahead(text: str | None) -> float | None:
     return value
 
 
-async def _serve_session(ws: WebSocket, session: Session, bargein: bool) -> None:
+class _Connection:
+    """One WebSocket's session and what its receiver tracks: barge-in, the odd byte of the last chunk, the
+    ``say`` being spoken."""
+
+    def __init__(self, session: Session, bargein: bool, voice: Voice) -> None:
+        self.session = session
+        self.bargein = bargein
+        self.voice = voice
+        self.carry = b""
+        self.saying: asyncio.Task | None = None
+
+    @property
+    def busy_saying(self) -> bool:
+        return self.saying is not None and not self.saying.done()
+
+    def receive(self, message: dict) -> None:
+        """Apply one client message (binary PCM or a text control message)."""
+        try:
+            if message.get("bytes") is not None:
+                self.audio(message["bytes"])
+            elif message.get("text") is not None:
+                self.control(parse_message(message["text"]), message["text"])
+        except SessionError as exc:
+            if self.session.active:  # the client misused the session (a failed one is reported by the sender)
+                raise ProtocolError(str(exc)) from None
+            raise
+
+    def audio(self, chunk: bytes) -> None:
+        """PCM: continues the current utterance or (live) starts the next one, interrupting the one still
+        playing when the client asked for barge-in."""
+        session = self.session
+        if not session.live and session.frame_total is not None:
+            raise ProtocolError("audio received after {\"type\": \"end\"}")
+        if self.busy_saying:
+            raise ProtocolError("audio received while a say message is spoken: wait for it, or interrupt it")
+        data = self.carry + chunk
+        self.carry = data[len(data) // 2 * 2 :]
+        if len(data) < 2:
+            return
+        if self.bargein and session.speaking and not session.utterance_open:
+            session.interrupt()
+        session.feed_pcm16(data[: len(data) // 2 * 2])
+
+    def control(self, msg: dict, text: str) -> None:
+        """``end`` (after whole samples) and ``say``; live sessions also ``interrupt`` and ``close``."""
+        kind, session = msg["type"], self.session
+        if kind == "end":
+            if self.carry:
+                raise ProtocolError("the PCM ended inside a sample: s16le audio needs an even number of bytes")
+            if self.busy_saying:
+                raise ProtocolError("a say message ends by itself: send no end for it")
+            session.end()
+        elif kind == "say":
+            self.say(msg.get("text"))
+        elif kind == "interrupt" and session.live:
+            if self.busy_saying:
+                self.saying.cancel()
+            session.interrupt()
+        elif kind == "close" and session.live:
+            session.finish()
+        else:
+            allowed = "end, say, interrupt, close" if session.live else "end, say"
+            raise ProtocolError(f"unknown message {text[:60]!r}: the text messages here are {allowed}")
+
+    def say(self, text) -> None:
+        """Start speaking ``text`` as one utterance (synthesised sentence by sentence)."""
+        from ..speech import check_text
+
+        if not isinstance(text, str):
+            raise ProtocolError('a say message needs "text": a string')
+        try:
+            text = check_text(text)
+        except MuseTalkError as exc:
+            raise ProtocolError(str(exc)) from None
+        session = self.session
+        if self.busy_saying or session.utterance_open:
+            raise ProtocolError("say while an utterance is open: end it (or interrupt it) first")
+        if not session.live and session.frame_total is not None:
+            raise ProtocolError("say received after the end of the session's audio")
+        if self.bargein and session.speaking:
+            session.interrupt()
+        self.saying = asyncio.create_task(_speak(session, text, self.voice))
+
+
+async def _speak(session: Session, text: str, voice: Voice) -> None:
+    """Feed the speech of ``text`` sentence by sentence, with an ``audio`` message for the client to play
+    each at its frame's time; then end the utterance. A synthesis fault fails the session."""
+    try:
+        synth = await voice.get()
+        sentences = synth.sentences(text)
+        while (samples := await asyncio.to_thread(next, sentences, None)) is not None:
+            frame = session.feed(samples)
+            pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+            session.notify({"type": "audio", "frame": frame, "sample_rate": SAMPLE_RATE,
+                            "pcm16": base64.b64encode(pcm).decode()})
+        session.end()
+    except SessionError:
+        if session.active:
+            raise
+    except Exception as exc:  # noqa: BLE001 - reported to the client as this session's failure
+        log.exception("speech synthesis failed")
+        session.fail(f"speech synthesis failed: {exc}")
+
+
+async def _serve_session(ws: WebSocket, conn: _Connection) -> None:
     """Run the receiver and the sender until the last frame went out, the client left, or it erred."""
-    receiver = asyncio.create_task(_receive_audio(ws, session, bargein))
+    session = conn.session
+    receiver = asyncio.create_task(_receive(ws, conn))
     sender = asyncio.create_task(_send_frames(ws, session))
     try:
         done, _ = await asyncio.wait({receiver, sender}, return_when=asyncio.FIRST_COMPLETED)
@@ -103,39 +231,18 @@ async def _serve_session(ws: WebSocket, session: Session, bargein: bool) -> None
     except (WebSocketDisconnect, RuntimeError) as exc:
         log.info("session %d: client gone (%s)", session.id, exc.__class__.__name__)
     finally:
-        for task in (receiver, sender):
-            task.cancel()
+        for task in (receiver, sender, conn.saying):
+            if task is not None:
+                task.cancel()
 
 
-async def _receive_audio(ws: WebSocket, session: Session, bargein: bool) -> None:
-    """Feed PCM chunks and apply control messages; ends only by raising (the client left or erred)."""
-    carry = b""
+async def _receive(ws: WebSocket, conn: _Connection) -> None:
+    """Apply the client's messages; ends only by raising (the client left or broke the protocol)."""
     while True:
         message = await ws.receive()
         if message["type"] == "websocket.disconnect":
             raise WebSocketDisconnect(message.get("code", 1000))
-        try:
-            if message.get("bytes") is not None:
-                data = carry + message["bytes"]
-                carry = data[len(data) // 2 * 2 :]
-                if len(data) >= 2:
-                    _feed(session, data[: len(data) // 2 * 2], bargein)
-            elif message.get("text") is not None:
-                _control(message["text"], session, carry)
-        except SessionError as exc:
-            if session.active:  # the client misused the session (a failed one is reported by the sender)
-                raise ProtocolError(str(exc)) from None
-            raise
-
-
-def _feed(session: Session, pcm: bytes, bargein: bool) -> None:
-    """Audio: continues the current utterance or (live) starts the next one, interrupting the one still
-    playing when the client asked for barge-in."""
-    if not session.live and session.frame_total is not None:
-        raise ProtocolError("audio received after {\"type\": \"end\"}")
-    if bargein and session.speaking and not session.utterance_open:
-        session.interrupt()
-    session.feed_pcm16(pcm)
+        conn.receive(message)
 
 
 def parse_message(text: str) -> dict:
@@ -147,23 +254,6 @@ def parse_message(text: str) -> dict:
     if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
         raise ProtocolError(f"unknown message {text[:60]!r}: send PCM as binary and {{\"type\": \"end\"}} last")
     return msg
-
-
-def _control(text: str, session: Session, carry: bytes) -> None:
-    """Apply a text message: ``end`` (after whole samples); live sessions also ``interrupt`` and ``close``."""
-    msg = parse_message(text)
-    kind = msg["type"]
-    if kind == "end":
-        if carry:
-            raise ProtocolError("the PCM ended inside a sample: s16le audio needs an even number of bytes")
-        session.end()
-    elif kind == "interrupt" and session.live:
-        session.interrupt()
-    elif kind == "close" and session.live:
-        session.finish()
-    else:
-        allowed = "end, interrupt, close" if session.live else "end"
-        raise ProtocolError(f"unknown message {text[:60]!r}: the text messages here are {allowed}")
 
 
 async def _send_frames(ws: WebSocket, session: Session) -> None:
