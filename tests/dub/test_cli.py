@@ -237,5 +237,5 @@ def test_silence_still_keeps_the_mouth_still_in_a_pause(tmp_path, tiny_musetalk,
     moving, still = runs[False][0], runs[True][0]
     assert np.abs(np.diff(still, axis=0)).max() == 0  # every pause frame is the same picture
     assert (np.diff(moving, axis=0) != 0).any(axis=(1, 2, 3)).all()  # without: every frame differs
-    print("mouth-opening variance in the pause: without", runs[False][1], "with", runs[True][1])
-    assert runs[True][1] < 1e-20 < 1e-6 < runs[False][1]
+    assert runs[True][1] == 0.0  # the same picture gives the same landmarks
+    assert runs[False][1] > 1e-6
