@@ -122,8 +122,8 @@ def pairs_from_folder(folder: Path, protocol: str) -> list[EvalPair]:
 
 
 def recorded_dub_fps(generated: Path) -> float | None:
-    """End-to-end frames per second that ``musetalk dub`` recorded beside its output
-    (``<video>.json``, key ``result.frames_per_second``); None when absent."""
+    """End-to-end frames per second that ``musetalk dub --stats <video>.json`` recorded beside its output
+    (key ``result.frames_per_second``); None when absent."""
     sidecar = generated.with_name(generated.name + ".json")
     if not sidecar.is_file():
         return None

@@ -63,6 +63,7 @@ class DubOptions:
     colour_match: bool = False
     face_index: int = 0
     progress: bool = True
+    stats: str | None = None
 
 
 @dataclass
@@ -327,7 +328,7 @@ def dub(source: str | os.PathLike, audio: str | os.PathLike, output: str | os.Pa
     """Lip-sync ``source`` (video or photo) to ``audio`` and write ``output`` (mp4, H.264 + AAC).
 
     Inputs are checked before the models load. ``model`` reuses a loaded :class:`MuseTalk` (batch jobs).
-    A ``OUTPUT.json`` beside the video records the settings and the measured speed.
+    With ``options.stats`` (a path), a JSON file there records the settings and the measured speed.
     """
     options = options or DubOptions()
     started = time.perf_counter()
@@ -346,13 +347,15 @@ def dub(source: str | os.PathLike, audio: str | os.PathLike, output: str | os.Pa
         elapsed = time.perf_counter() - started
         result = DubResult(str(output), total, float(info.fps), speech.seconds, dubber.frames_without_face,
                            elapsed, dubber.timer.as_dict())
-        _write_sidecar(Path(output), result, options)
+        if options.stats:
+            write_stats(Path(options.stats), result, options)
     log.info("wrote %s: %d frames in %.1f s (%.2f frames/s)", output, total, elapsed, result.frames_per_second)
     return result
 
 
-def _write_sidecar(output: Path, result: DubResult, options: DubOptions) -> None:
+def write_stats(path: Path, result: DubResult, options: DubOptions) -> None:
+    """The settings and the measured speed of a dub as JSON at ``path``."""
     record = {"result": {**asdict(result), "frames_per_second": result.frames_per_second}, "options": asdict(options)}
-    with atomic_output(output.with_name(output.name + ".json")) as tmp:
+    with atomic_output(path) as tmp:
         tmp.write_text(json.dumps(record, indent=2))
 

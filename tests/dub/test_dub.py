@@ -33,12 +33,12 @@ def test_pingpong_order_matches_official_cycle():
 
 def test_video_longer_than_audio_is_cut(tmp_path, tiny_musetalk, clip40, speech1s, captured):
     out = tmp_path / "out.mp4"
-    result = dub(clip40, speech1s, out, DubOptions(**FAST), model=tiny_musetalk)
+    result = dub(clip40, speech1s, out, DubOptions(**FAST, stats=str(tmp_path / "stats.json")), model=tiny_musetalk)
     info = probe(out)
     assert result.frames == info.num_frames == 25 and info.fps == 25 and (info.width, info.height) == (576, 768)
     assert abs(audio_seconds(out) - 1.0) < 1e-3
     assert len(captured) == 25
-    record = json.loads((tmp_path / "out.mp4.json").read_text())
+    record = json.loads((tmp_path / "stats.json").read_text())
     assert record["result"]["frames"] == 25 and record["result"]["frames_per_second"] > 0
     source = list(read_frames(clip40))
     for i in (0, 12, 24):  # rows above the mask box are the source's own pixels, bit for bit
