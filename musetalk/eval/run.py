@@ -11,7 +11,7 @@ import torch
 
 from ..errors import MuseTalkError
 from ..face import FaceAnalyzer, crop_face, mouth_opening
-from ..models.layout import resolve_models_dir
+from ..models.layout import SYNCNET_V2_FILE, resolve_models_dir
 from ..models.syncnet_v2 import load_syncnet_v2
 from .av_offset import estimate_offset, speech_envelope
 from .csim import SAME_PERSON_DISTANCE, DlibFaceEmbedder, IdentityScore, identity_scores
@@ -24,9 +24,6 @@ from .pairs import BadPair, Clip, EvalPair, check_lengths, load_clip, load_pair_
 from .results import METRICS, ClipResult, EvalResult, PairFailure, format_value
 
 log = logging.getLogger(__name__)
-
-SYNCNET_NAME = "syncnet_v2.model"
-
 
 def _mean(values: list[float]) -> float | None:
     finite = [v for v in values if v is not None and np.isfinite(v)]
@@ -185,7 +182,7 @@ def evaluate(pairs: Sequence[EvalPair | BadPair], out_dir: str | os.PathLike | N
         raise ValueError("evaluate needs at least one pair")
     root = resolve_models_dir(models_dir)
     notes: list[str] = []
-    sync_net = _model(syncnet, root / "syncnet" / SYNCNET_NAME, load_syncnet_v2, "LSE-C/LSE-D", notes)
+    sync_net = _model(syncnet, root / SYNCNET_V2_FILE, load_syncnet_v2, "LSE-C/LSE-D", notes)
     fid_net = _model(inception, root / "fid" / WEIGHTS_NAME, load_fid_inception, "FID", notes)
     embedder = DlibFaceEmbedder() if identity else None
     analyzer = FaceAnalyzer(backend="dlib", smooth=False)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import ModelFilesError
 from .hub_errors import download_cause
-from .layout import ENV_VAR
+from .layout import ENV_VAR, LATENTSYNC_SYNCNET_FILE, SYNCNET_V2_FILE, VGG19_FILE
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +40,9 @@ FACE_PARSING_FILES = [
 # Networks of training and evaluation, by option of ``musetalk download``: ``--train`` the torchvision ImageNet
 # VGG19 (perceptual loss) and LatentSync's SyncNet (sync loss), ``--eval`` SyncNet v2 (LSE-C/LSE-D).
 EXTRA_FILES = {
-    "train": [HubFile("timm/vgg19.tv_in1k", "model.safetensors", "vgg/vgg19.tv_in1k.safetensors"),
-              HubFile("ByteDance/LatentSync", "latentsync_syncnet.pt", "syncnet/latentsync_syncnet.pt")],
-    "eval": [HubFile("ByteDance/LatentSync", "auxiliary/syncnet_v2.model", "syncnet/syncnet_v2.model")],
+    "train": [HubFile("timm/vgg19.tv_in1k", "model.safetensors", VGG19_FILE),
+              HubFile("ByteDance/LatentSync", "latentsync_syncnet.pt", LATENTSYNC_SYNCNET_FILE)],
+    "eval": [HubFile("ByteDance/LatentSync", "auxiliary/syncnet_v2.model", SYNCNET_V2_FILE)],
 }
 
 
