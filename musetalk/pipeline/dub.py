@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 from ..audio import SAMPLE_RATE, decode_audio, frame_count, frame_windows, to_mono_16k, whisper_hidden_states
 from ..audio.silence import silent_frames, still_weights
 from ..errors import AudioError, FaceError, MuseTalkError
-from ..face import BlendMask, FaceAnalyzer, FaceRecord, crop_face, draw_debug_overlay, make_blend_mask, paste_face
+from ..face import (BlendMask, FaceAnalyzer, FaceRecord, crop_face, default_blend_mode, draw_debug_overlay,
+                    make_blend_mask, paste_face)
 from ..video import VideoWriter, atomic_output
 from .lipsync import MuseTalk
 from .memory import map_large_buffers
@@ -38,7 +39,6 @@ from .timing import StageTimer
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-BLEND_MODES = {"v1.5": "jaw", "v1.0": "raw"}
 
 
 @dataclass
@@ -249,7 +249,7 @@ class _Dubber:
         """Blend mask of the item's source frame; the last one is kept (a photo needs just one), no more,
         so memory does not grow with the video."""
         if self._last_mask is None or self._last_mask[0] != item.source_index:
-            mask = make_blend_mask(item.frame.shape, item.record, BLEND_MODES[self.options.version],
+            mask = make_blend_mask(item.frame.shape, item.record, default_blend_mode(self.options.version),
                                    parser=self.parser, frame=item.frame)
             self._last_mask = (item.source_index, mask)
         return self._last_mask[1]

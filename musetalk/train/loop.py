@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers import UNet2DConditionModel
 from diffusers.optimization import get_scheduler
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -34,7 +34,7 @@ from ..models.layout import LATENTSYNC_SYNCNET_FILE, VGG19_FILE, model_paths, re
 from ..models.positional import add_positional_encoding
 from ..models.syncnet_latentsync import SyncNetConfig, load_latentsync_syncnet
 from ..models.unet import build_unet, read_unet_config
-from ..models.vae import load_vae
+from ..models.vae import encode, load_vae, mask_lower_half
 from ..models.vgg19 import load_vgg19
 from . import losses as L
 from .config import Config, ConfigError
@@ -85,19 +85,6 @@ def aux_weights(cfg: Config, given: str | None, default: str, key: str, role: st
         return None
     raise ConfigError(f"{role} needs its weights: {path} not found; run `musetalk download --train --models "
                       f"{resolve_models_dir(cfg.models_dir)}`, set {key}, or pass --allow-random-aux for a smoke run")
-
-
-def encode_latents(vae: AutoencoderKL, images: torch.Tensor) -> torch.Tensor:
-    """(N, 3, 256, 256) in [-1, 1] -> scaled latent means (N, 4, 32, 32), no gradient."""
-    with torch.no_grad():
-        return vae.config.scaling_factor * vae.encode(images.to(vae.dtype)).latent_dist.mean
-
-
-def mask_lower_half(images: torch.Tensor) -> torch.Tensor:
-    """Rows H/2.. set to -1 (black after normalisation), as the inference masking."""
-    masked = images.clone()
-    masked[:, :, images.shape[2] // 2 :] = -1.0
-    return masked
 
 
 class Trainer:
@@ -191,7 +178,7 @@ class Trainer:
     def predict(self, target: torch.Tensor, reference: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
         """Images (N, 3, 256, 256), references, prompts (N, 50, 384) -> decoded predictions (N, 3, 256, 256)
         in [-1, 1], differentiable w.r.t. the UNet (through the frozen decoder)."""
-        latents = torch.cat([encode_latents(self.vae, mask_lower_half(target)), encode_latents(self.vae, reference)], dim=1)
+        latents = torch.cat([encode(self.vae, mask_lower_half(target)), encode(self.vae, reference)], dim=1)
         prompts = add_positional_encoding(prompts)
         timestep = torch.zeros((), dtype=torch.long, device=latents.device)
         predicted = self.unet(latents, timestep, encoder_hidden_states=prompts).sample

@@ -13,7 +13,7 @@ from musetalk.eval.fid import fid_from_features
 from musetalk.eval.image_metrics import PSNR_CAP_DB, mouth_box, psnr, ssim
 from musetalk.eval.inception import FIDInception, load_fid_inception
 from musetalk.eval.lmd import frame_lmd
-from musetalk.face import FaceAnalyzer, mouth_opening
+from musetalk.face import FaceAnalyzer
 from musetalk.video.io import read_image
 
 
