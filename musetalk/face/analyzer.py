@@ -13,7 +13,7 @@ import numpy as np
 from ..errors import FaceError
 from .crop import VERSIONS, bbox_shift_range, crop_box_from_landmarks
 from .detect import LandmarkBackend, create_backend
-from .gaps import DEFAULT_MAX_GAP, interpolate_gaps
+from .gaps import DEFAULT_MAX_GAP, GapFiller, interpolate_gaps
 from .identity import same_person, shared_embedder
 from .smoothing import OneEuroFilter
 from .tracking import FaceTracker
@@ -100,6 +100,11 @@ class FaceAnalyzer:
         lo, hi = bbox_shift_range(records)
         log.debug("useful bbox_shift range [%d, %d], current %d", lo, hi, self.bbox_shift)
         return records
+
+    def gap_filler(self, frame_shape: tuple[int, ...]) -> GapFiller:
+        """A :class:`GapFiller` for this analyzer's records of frames of ``frame_shape`` (H, W, 3): the short
+        gaps of a stream interpolated as :meth:`analyze_all` does for a whole clip."""
+        return GapFiller(lambda lm, box: self._crop_box(lm, box, frame_shape), self.max_gap)
 
     def _crop_box(self, landmarks: np.ndarray, box: np.ndarray, frame_shape: tuple[int, ...]) -> np.ndarray:
         return crop_box_from_landmarks(landmarks, box, frame_shape, self.version, self.bbox_shift, self.extra_margin)

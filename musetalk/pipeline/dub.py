@@ -212,7 +212,8 @@ class _Dubber:
             return self.analyzer.analyze(frame)
 
     def items(self) -> Iterator[_Item]:
-        frames = source_frames(self.source, self.total, self._analyze)
+        gaps = self.analyzer.gap_filler((self.source.height, self.source.width, 3))
+        frames = source_frames(self.source, self.total, self._analyze, gaps)
         for i in range(self.total):
             with self.timer("decode"):
                 source_index, frame, record = next(frames)

@@ -94,3 +94,24 @@ def test_tracker_keeps_the_person_after_losing_them(sun_frames, media, other):
     assert max(centres) < 400  # always sun, at the left
     switching = FaceAnalyzer(keep_identity=False).analyze_all(frames)  # the nearest face, whoever it is
     assert all(r.found for r in switching[10:]) and min((r.box[0] + r.box[2]) / 2 for r in switching[10:]) > 600
+
+
+def test_streamed_gap_filling_equals_the_whole_clip(sun_frames, clean):
+    """The dub's frame stream (GapFiller) fills the same gaps as analyze_all, holding back only gap frames."""
+    frames = [f.copy() for f in sun_frames[:FRAMES]]
+    for i in [*range(4, 7), *range(12, 19)]:  # a 3-frame gap (filled) and a 7-frame one (passed through)
+        _paint_over_head(frames[i], clean[i])
+    whole = FaceAnalyzer().analyze_all(frames)
+    analyzer = FaceAnalyzer()
+    analyzer.reset()
+    filler = analyzer.gap_filler(frames[0].shape)
+    streamed, most_held = [], 0
+    for k, frame in enumerate(frames):
+        streamed += filler.push(k, analyzer.analyze(frame))
+        most_held = max(most_held, k + 1 - len(streamed))
+    streamed += filler.finish()
+    assert [k for k, _ in streamed] == list(range(FRAMES)) and most_held == 5  # never more than max_gap frames
+    assert [r.found for _, r in streamed] == [r.found for r in whole] == [True] * 12 + [False] * 7 + [True] * 11
+    for (_, a), b in zip(streamed, whole):
+        np.testing.assert_array_equal(a.landmarks, b.landmarks)
+        np.testing.assert_array_equal(a.crop_box, b.crop_box)
