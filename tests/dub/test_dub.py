@@ -82,17 +82,17 @@ def test_odd_size_is_kept(tmp_path, tiny_musetalk, sun_frames, speech1s):
 
 def test_no_face_stretch_passes_through_in_place(tmp_path, tiny_musetalk, sun_frames, speech1s, captured):
     frames = [f.copy() for f in sun_frames[:25]]
-    for k in range(10, 15):
-        frames[k][:] = 128  # face painted over: a flat grey frame
+    for k in range(10, 16):
+        frames[k][:] = 128  # face painted over for 6 frames (up to 5 would be interpolated): a flat grey frame
     clip = write_clip(tmp_path / "gap.mp4", frames)
     decoded = list(read_frames(clip))
     captured.clear()
     out = tmp_path / "gap_out.mp4"
     result = dub(clip, speech1s, out, DubOptions(**FAST), model=tiny_musetalk)
-    assert result.frames == 25 and result.frames_without_face == 5
-    for k in range(10, 15):
+    assert result.frames == 25 and result.frames_without_face == 6
+    for k in range(10, 16):
         np.testing.assert_array_equal(captured[k], decoded[k])
-    for k in (9, 15):
+    for k in (9, 16):
         assert not np.array_equal(captured[k], decoded[k])
         np.testing.assert_array_equal(captured[k][:150], decoded[k][:150])
 
