@@ -24,7 +24,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="most frames per model call, over all sessions")
     p.add_argument("--lookahead", type=float, default=None,
                    help="seconds of audio after a frame's window before it is rendered (default 0.4)")
+    p.add_argument("--token", default=None,
+                   help="access token for everything but the page and /health (default: $MUSETALK_TOKEN; generated "
+                        "and logged when --host is not a loopback address)")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="another origin (scheme://host:port, or *) whose pages may use the server; repeatable")
+    p.add_argument("--max-upload-mb", type=float, default=500.0, help="largest avatar upload in MB (default: 500)")
+    p.add_argument("--avatar-cache-mb", type=float, default=1024.0,
+                   help="memory for loaded avatar frames, masks and latents, least recently used out (default: 1024)")
     p.set_defaults(func=run)
+
+
+def access_token(given: str | None, host: str, port: int) -> str | None:
+    """``given``, else ``$MUSETALK_TOKEN``, else a new token when ``host`` is reachable from other machines
+    (its URL logged at warning level so it is seen), else None."""
+    import os
+
+    from ..realtime.access import ENV_VAR, is_loopback, new_token
+
+    token = given or os.environ.get(ENV_VAR) or None
+    if token is None and not is_loopback(host):
+        token = new_token()
+        log.warning("listening on %s without --token: generated one; open the page at http://%s:%d/?token=%s",
+                    host, host, port, token)
+    return token
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..face import load_face_parser
     from ..pipeline.lipsync import MuseTalk
+    from ..realtime.access import AccessPolicy
     from ..realtime.avatar import AvatarStore
     from ..realtime.engine import Engine
     from ..realtime.server import create_app
@@ -42,10 +66,12 @@ def run(args: argparse.Namespace) -> int:
     device = args.device or default_device()
     dtype = torch.float16 if args.fp16 else torch.float32
     mt = MuseTalk.from_pretrained(args.models, version=args.version, device=device, dtype=dtype)
-    store = AvatarStore(args.avatars, mt, parser=load_face_parser(args.models, device=device))
+    store = AvatarStore(args.avatars, mt, parser=load_face_parser(args.models, device=device),
+                        cache_mb=args.avatar_cache_mb)
+    access = AccessPolicy(access_token(args.token, args.host, args.port), tuple(args.allow_origin))
     lookahead = DEFAULT_LOOKAHEAD_S if args.lookahead is None else args.lookahead
     with Engine(mt, batch_size=args.batch_size, lookahead_s=lookahead) as engine:
-        app = create_app(store, engine)
+        app = create_app(store, engine, access, max_upload_mb=args.max_upload_mb)
         log.info("serving %d avatars from %s on http://%s:%d/", len(store.names()), store.root, args.host, args.port)
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

@@ -3,9 +3,20 @@
 - ``GET /``: the browser page (static/index.html); ``GET /static/...``: its scripts.
 - ``GET /health``: 200 ``{"status": "ok", "version", "device", "sessions", "avatars"}``.
 - ``GET /avatars``: list of ``{"name", "fps", "width", "height", "num_frames", "faces", "source_name", "created"}``.
-- ``POST /avatars`` (multipart: ``file`` video or photo, ``name``, optional ``max_frames``): prepares it and
-  streams progress as NDJSON lines ``{"type": "progress", "stage", "done", "total"}``, then
-  ``{"type": "done", "avatar": {...}}`` or ``{"type": "error", "message"}``.
+- ``GET /avatars/{name}/poster.jpg``: the avatar's first source frame (JPEG), for the page to show at once.
+- ``POST /avatars`` (multipart: ``file`` video or photo, ``name``, optional ``max_frames``, ``replace``): the
+  body is limited to ``--max-upload-mb`` (413 beyond, from Content-Length or while receiving) and spooled to
+  disk; an existing avatar, or one being prepared, is replaced only with ``replace=true`` (409 otherwise); a
+  malformed form, name or extension gets 400. Refusals are JSON ``{"type": "error", "message"}``. Accepted
+  uploads are prepared in the background, one at a time (the store's lock); the reply streams the progress
+  as NDJSON lines ``{"type": "progress", "stage", "done", "total"}``, then ``{"type": "done", "avatar": {...}}``
+  or ``{"type": "error", "message"}`` (a failed replacement leaves the old avatar as it was). The
+  preparation goes on if the client leaves.
+- ``GET /avatars/{name}/status``: ``{"name", "state": "preparing" | "ready" | "failed"}`` plus the last
+  ``stage``/``done``/``total``, the ``avatar`` or the ``message``; 404 for a name never uploaded nor prepared.
+- Access (:mod:`musetalk.realtime.access`): with a token, everything but ``/``, ``/static/*`` and ``/health``
+  needs ``?token=`` or ``Authorization: Bearer`` (401, or the ``error`` message and close 1008 on a
+  WebSocket); WebSockets and POSTs from a foreign ``Origin`` get 403 / 1008.
 - ``WS /ws/{avatar}``: client -> binary PCM s16le 16 kHz mono chunks of any size, then text
   ``{"type": "end"}``; server -> one binary JPEG per frame in order, then text ``{"type": "done", "frames": N}``.
   An unknown avatar or a malformed message gets text ``{"type": "error", "message"}`` and a close.
@@ -15,15 +26,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import shutil
 from pathlib import Path
 
-from fastapi import FastAPI, File, Form, UploadFile, WebSocket, WebSocketDisconnect
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from ..errors import MuseTalkError
-from .avatar import AvatarStore, PrepareSettings, check_name
+from .access import AccessGuard, AccessPolicy
+from .avatar import AvatarStore
+from .avatar_routes import DEFAULT_MAX_UPLOAD_MB, avatar_router
 from .engine import Engine, Session
 
 log = logging.getLogger(__name__)
@@ -36,13 +48,16 @@ class ProtocolError(MuseTalkError):
     """A WebSocket client sent something the protocol does not allow."""
 
 
-def create_app(store: AvatarStore, engine: Engine) -> FastAPI:
-    """The application serving ``store``'s avatars through ``engine`` (which must encode JPEG)."""
+def create_app(store: AvatarStore, engine: Engine, access: AccessPolicy = AccessPolicy(),
+               max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB) -> FastAPI:
+    """The application serving ``store``'s avatars through ``engine`` (which must encode JPEG), guarded by
+    ``access`` (token, origins), taking uploads up to ``max_upload_mb``."""
     if not engine.jpeg_quality:
         raise MuseTalkError("the server sends JPEG frames: create the Engine with a jpeg_quality")
     app = FastAPI(title="MuseTalk real-time avatars")
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    prepare_lock = asyncio.Lock()
+    app.add_middleware(AccessGuard, policy=access)
+    app.include_router(avatar_router(store, max_upload_mb))
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
@@ -52,23 +67,6 @@ def create_app(store: AvatarStore, engine: Engine) -> FastAPI:
     async def health() -> dict:
         return {"status": "ok", "version": engine.mt.version, "device": str(engine.mt.device),
                 "sessions": engine.sessions, "avatars": len(store.names())}
-
-    @app.get("/avatars")
-    async def avatars() -> list[dict]:
-        return store.list()
-
-    @app.post("/avatars")
-    async def upload(file: UploadFile = File(...), name: str = Form(...), max_frames: int | None = Form(None)):
-        try:
-            check_name(name)
-            path = store.upload_path(name, file.filename or "")
-        except MuseTalkError as exc:
-            return JSONResponse({"type": "error", "message": str(exc)}, status_code=400)
-        with open(path, "wb") as out:
-            await asyncio.to_thread(shutil.copyfileobj, file.file, out)
-        settings = PrepareSettings(max_frames=max_frames)
-        return StreamingResponse(_prepare_events(store, path, name, settings, prepare_lock),
-                                 media_type="application/x-ndjson")
 
     @app.websocket("/ws/{name}")
     async def stream(ws: WebSocket, name: str) -> None:
@@ -85,33 +83,6 @@ def create_app(store: AvatarStore, engine: Engine) -> FastAPI:
             session.close()
 
     return app
-
-
-async def _prepare_events(store: AvatarStore, path: Path, name: str, settings: PrepareSettings,
-                          lock: asyncio.Lock):
-    """NDJSON lines of the preparation's progress, then its outcome."""
-    loop = asyncio.get_running_loop()
-    events: asyncio.Queue = asyncio.Queue()
-
-    def progress(stage: str, done: int, total: int) -> None:
-        loop.call_soon_threadsafe(events.put_nowait, {"type": "progress", "stage": stage, "done": done,
-                                                      "total": total})
-
-    async with lock:
-        task = asyncio.create_task(asyncio.to_thread(store.prepare, path, name, settings, progress, True))
-        while not (task.done() and events.empty()):
-            getter = asyncio.create_task(events.get())
-            await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
-            if getter.done():
-                yield json.dumps(getter.result()) + "\n"
-            else:
-                getter.cancel()
-        try:
-            avatar = task.result()
-        except MuseTalkError as exc:
-            yield json.dumps({"type": "error", "message": str(exc)}) + "\n"
-            return
-    yield json.dumps({"type": "done", "avatar": avatar.info()}) + "\n"
 
 
 async def _serve_session(ws: WebSocket, session: Session) -> None:
