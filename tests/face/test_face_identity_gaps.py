@@ -53,7 +53,7 @@ def test_short_occlusions_are_interpolated_not_passed_through(sun_frames, clean,
     assert all(r.found for r in recs)
     assert [r.score == 0.0 for r in recs[9:11 + gap]] == [False] + [True] * gap + [False]
     error = [np.abs(recs[i].landmarks - clean[i].landmarks).mean() for i in range(10, 10 + gap)]
-    assert max(error) < 4.0, error
+    assert max(error) < 1.5, error  # measured 0.24, 0.33, 0.39 px for gaps of 1, 3, 5
     without = FaceAnalyzer(smooth=False, max_gap=0).analyze_all(frames)
     assert sum(not r.found for r in without) == gap  # what the interpolation replaced
 
