@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.only and args.only not in name:
                 continue
             overrides = [f"models_dir={models}", f"data_dir={data}", f"output_dir={root / name.replace(' ', '_')}",
-                         "init_unet=null", "data.min_face_size=0", "data.image_size=256", *extra]
+                         "init_unet=null", "allow_random_aux=true", "data.min_face_size=0", "data.image_size=256", *extra]
             results[name] = time_config(stage, overrides, args.warmup, args.steps)
             r = results[name]
             log.info("%-55s %7.2f samples/s %8.2f frames/s %7.2f s/step  peak %8.0f MiB  (%s, %d threads)", name,

@@ -40,6 +40,30 @@ def whisper_hidden_states(encoder, extractor, samples: np.ndarray, device, dtype
     return states[: math.floor((len(samples) / SAMPLE_RATE) * FEATURE_RATE)].numpy()
 
 
+def first_feature_frame(frame: int, fps: float) -> int:
+    """Feature frame where the window of video ``frame`` starts: floor(frame x 50 / fps) - 2 x ceil(50 / fps)
+    (negative near the start: the window reaches into the zero padding)."""
+    step = FEATURE_RATE / fps
+    return math.floor(frame * step) - math.ceil(step) * PAD_LEFT
+
+
+def window_index(start: int, stop: int, fps: float) -> np.ndarray:
+    """int64 (stop - start, 10): the feature frames of the windows of video frames ``start..stop-1``, the same
+    for the offline features, the streamed ones and the training samples."""
+    starts = np.array([first_feature_frame(i, fps) for i in range(start, stop)], dtype=np.int64)
+    return starts.reshape(-1, 1) + np.arange(WINDOW)[None, :]
+
+
+def gather_windows(states: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Hidden states (F, S, D) and feature-frame indices int (N, 10) -> prompts float32 (N, 10 x S, D);
+    row ``t * S + s`` is hidden state ``s`` of the window's t-th feature frame, zeros outside 0..F-1."""
+    valid = (index >= 0) & (index < len(states))
+    windows = states[np.clip(index, 0, max(len(states) - 1, 0))].astype(np.float32)
+    windows[~valid] = 0.0
+    _, num_states, width = states.shape
+    return windows.reshape(len(index), WINDOW * num_states, width)
+
+
 def frame_windows(states: np.ndarray, num_samples: int, fps: float, start: int = 0, stop: int | None = None) -> np.ndarray:
     """Hidden states (F, S, D) of ``num_samples`` audio -> prompts float32 (stop - start, 10 * S, D) for video
     frames ``start..stop-1`` (default: all T = floor(seconds x fps) frames).
@@ -49,14 +73,6 @@ def frame_windows(states: np.ndarray, num_samples: int, fps: float, start: int =
     """
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
-    step = FEATURE_RATE / fps
-    left = math.ceil(step) * PAD_LEFT
     count = frame_count(num_samples, fps)
     stop = count if stop is None else min(stop, count)
-    starts = np.array([math.floor(i * step) - left for i in range(start, stop)], dtype=np.int64)
-    index = starts[:, None] + np.arange(WINDOW)[None, :]
-    valid = (index >= 0) & (index < len(states))
-    windows = states[np.clip(index, 0, max(len(states) - 1, 0))].astype(np.float32)
-    windows[~valid] = 0.0
-    _, num_states, width = states.shape
-    return windows.reshape(len(starts), WINDOW * num_states, width)
+    return gather_windows(states, window_index(start, stop, fps))

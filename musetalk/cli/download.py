@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
+from ..errors import ModelFilesError
 from ..models.download import download
 from ..models.layout import ENV_VAR, VERSIONS, model_paths, resolve_models_dir
 
@@ -20,6 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--if-missing", action="store_true",
                    help="do nothing when the files needed by the default version (v1.5) are already present")
     p.add_argument("--force", action="store_true", help="download again even when files exist")
+    p.add_argument("--train", action="store_true", help="also fetch the networks of the training losses: ImageNet "
+                                                        "VGG19 (timm/vgg19.tv_in1k) and LatentSync's SyncNet")
+    p.add_argument("--eval", action="store_true", help="also fetch the evaluation networks: SyncNet v2 (LSE-C/LSE-D); "
+                                                       "says where to get the FID Inception, which no hub hosts")
     p.set_defaults(func=run)
 
 
@@ -29,6 +35,19 @@ def run(args: argparse.Namespace) -> int:
         log.info("models present in %s", root)
         return 0
     versions = VERSIONS if args.version == "all" else (args.version,)
-    written = download(root, versions, face_parsing=not args.no_face_parsing, force=args.force)
+    extras = tuple(name for name in ("train", "eval") if getattr(args, name))
+    written = download(root, versions, face_parsing=not args.no_face_parsing, force=args.force, extras=extras)
     log.info("%d files written to %s", len(written), root)
+    if args.eval:
+        require_fid_weights(root)
     return 0
+
+
+def require_fid_weights(root: Path) -> None:
+    """Raise with the exact source and place of the FID Inception weights when they are missing."""
+    from ..eval.inception import WEIGHTS_NAME, WEIGHTS_URL
+
+    target = root / "fid" / WEIGHTS_NAME
+    if not target.is_file():
+        raise ModelFilesError(f"the FID Inception weights are on no model hub: download {WEIGHTS_URL} and save it as "
+                              f"{target} (everything else is in place)")

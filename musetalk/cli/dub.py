@@ -65,6 +65,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="which face to follow when several are visible: 0 = largest at the start, 1 = next, ...")
     p.add_argument("--debug-overlay", metavar="PNG",
                    help="save landmarks, crop box and blend mask drawn on the first face frame to this image")
+    p.add_argument("--stats", metavar="FILE", help="also write the settings and the timings of the dub as JSON to "
+                                                    "FILE (single dub)")
     p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                    help="debug logging and full tracebacks")
@@ -79,6 +81,7 @@ def options_from_args(args: argparse.Namespace):
         bbox_shift=args.bbox_shift, extra_margin=args.extra_margin, fps=args.fps, crf=args.crf, start=args.start,
         end=args.end, smooth=not args.no_smooth, debug_overlay=args.debug_overlay, silence_still=args.silence_still,
         blend=args.blend, colour_match=args.colour_match, face_index=args.face_index, progress=not args.quiet,
+        stats=args.stats,
     )
 
 
@@ -89,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
     if args.jobs:
         if args.source or args.audio or args.output:
             raise MuseTalkError("give either --jobs CSV or SOURCE AUDIO -o OUTPUT, not both")
+        if args.stats:
+            raise MuseTalkError("--stats writes the timings of a single dub; it does not combine with --jobs")
         return run_jobs(Path(args.jobs), options)
     if args.text is not None:
         return run_text(args, options)

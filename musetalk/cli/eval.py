@@ -51,11 +51,14 @@ def _pairs(args: argparse.Namespace) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..eval import evaluate
+    from ..eval import EvalInputError, evaluate
 
     result = evaluate(_pairs(args), out_dir=args.out, report_dir=args.report, models_dir=args.models,
                       syncnet=args.syncnet, inception=args.inception, identity=not args.no_csim,
                       max_frames=args.max_frames, csim_stride=max(1, args.csim_stride), device=args.device)
     print(result.to_markdown())
     log.info("tables written to %s%s", args.out, f", report to {args.report}/index.html" if args.report else "")
+    if result.failures:
+        failed = "; ".join(f"{f.label}: {f.error}" for f in result.failures)
+        raise EvalInputError(f"{len(result.failures)} of {len(result.outcomes)} pairs not scored ({failed})")
     return 0

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     import cv2
 
     from ..errors import FaceError, VideoError
-    from ..face import FaceAnalyzer, draw_debug_overlay, load_face_parser, make_blend_mask
+    from ..face import FaceAnalyzer, default_blend_mode, draw_debug_overlay, load_face_parser, make_blend_mask
     from ..video.io import is_image, read_frames, read_image
 
     analyzer = FaceAnalyzer(version=args.version, bbox_shift=args.bbox_shift, extra_margin=args.extra_margin,
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         parser = load_face_parser(args.models)
         if parser is None:
             raise FaceError("no face-parsing weights: run `musetalk download` or drop --parsing")
-    mode = args.mode or ("jaw" if args.version == "v1.5" else "raw")
+    mode = args.mode or default_blend_mode(args.version)
     mask = make_blend_mask(frame.shape, rec, mode, parser=parser, frame=frame) if rec.found else None
     overlay = draw_debug_overlay(frame, rec, mask)
     if not cv2.imwrite(args.output, cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR)):

@@ -67,6 +67,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("musetalk: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug or an unforeseen environment problem: one line, the traceback with -v
+        if args.verbose:
+            raise
+        print(f"musetalk: error: {args.command} failed unexpectedly: {exc.__class__.__name__}: {_first_line(exc)} "
+              "(run with -v for the traceback)", file=sys.stderr)
+        return 1
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else "no message"
 
 
 if __name__ == "__main__":

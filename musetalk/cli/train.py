@@ -33,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                          "and dotted overrides last, e.g. solver.learning_rate=1e-4 data.batch_size=8. "
                                          "Resumes from the latest checkpoint in output_dir.")
         st.add_argument("--config", type=Path, help=f"YAML config (default: the packaged stage{stage}.yaml)")
+        st.add_argument("--allow-random-aux", action="store_true",
+                        help="train against a random VGG / SyncNet when their weights are missing (smoke runs only; "
+                             "`musetalk download --train` fetches the real ones)")
         st.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
         st.set_defaults(func=run_stage, stage=stage)
 
@@ -51,7 +54,8 @@ def run_stage(args: argparse.Namespace) -> int:
     from ..train.config import load_config
     from ..train.loop import Trainer
 
-    cfg = load_config(args.stage, args.config, args.overrides)
+    overrides = [*args.overrides, *(["allow_random_aux=true"] if args.allow_random_aux else [])]
+    cfg = load_config(args.stage, args.config, overrides)
     progress = logging.getLogger().level <= logging.INFO
     out = Trainer(cfg, progress=progress).train()
     log.info("stage %d done: models folder %s (use with `musetalk dub --models %s`)", args.stage, out, out)

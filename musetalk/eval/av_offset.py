@@ -3,6 +3,9 @@ loudness envelope, cross-correlated over shifts of up to +-15 frames.
 
 Sign as in SyncNet's offset: positive when the audio leads the video, so delaying the audio by k frames
 lowers the estimate by k.
+
+The estimate is only trusted when the peak correlation reaches ``MIN_CORRELATION`` and the peak lies inside
+the search range: a still or unrelated mouth gives a flat, low curve whose maximum is noise, often at the edge.
 """
 from __future__ import annotations
 
@@ -17,16 +20,24 @@ SAMPLE_RATE = 16000
 MAX_SHIFT = 15
 FLOOR_DB = -60.0
 SPEECH_BAND_HZ = (300.0, 3000.0)
+MIN_CORRELATION = 0.5  # a still mouth plus landmark jitter reaches 0.27 against 4 s of speech
 
 
 @dataclass(frozen=True)
 class AvOffset:
     """``offset`` in frames (sub-frame, parabolic peak), ``correlation`` at the peak (Pearson, -1..1),
-    ``curve``: correlation per audio delay -max_shift..max_shift, float (2 max_shift + 1,)."""
+    ``confidence``: peak minus median of the curve, ``curve``: correlation per audio delay
+    -max_shift..max_shift, float (2 max_shift + 1,). ``problem``: why the offset is not measurable, or None."""
 
     offset: float
     correlation: float
+    confidence: float
     curve: np.ndarray
+    problem: str | None = None
+
+    @property
+    def measurable(self) -> bool:
+        return self.problem is None
 
 
 def speech_envelope(samples_16k: np.ndarray, fps: float, num_frames: int) -> np.ndarray:
@@ -73,4 +84,16 @@ def estimate_offset(mouth: np.ndarray, envelope: np.ndarray, max_shift: int = MA
         left, mid, right = curve[best - 1:best + 2]
         denom = left - 2 * mid + right
         delay += 0.5 * (left - right) / denom if denom < 0 else 0.0
-    return AvOffset(offset=-delay, correlation=float(curve[best]), curve=curve)
+    peak = float(curve[best])
+    return AvOffset(offset=-delay, correlation=peak, confidence=peak - float(np.median(curve)), curve=curve,
+                    problem=unmeasurable_reason(peak, best, len(curve)))
+
+
+def unmeasurable_reason(peak: float, index: int, size: int) -> str | None:
+    """Why a correlation peak of value ``peak`` at position ``index`` of a curve of ``size`` shifts gives no
+    offset (None when it does): too low a correlation, or the peak at the edge of the search."""
+    if peak < MIN_CORRELATION:
+        return f"peak correlation {peak:.2f} < {MIN_CORRELATION}"
+    if index in (0, size - 1):
+        return f"peak at the edge of the +-{(size - 1) // 2} frame search"
+    return None

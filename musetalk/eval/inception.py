@@ -20,6 +20,7 @@ from ..models.checkpoint import read_state_dict
 FEATURE_DIM = 2048
 INPUT_SIZE = 299
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
+WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{WEIGHTS_NAME}"
 
 
 class BasicConv2d(nn.Module):

@@ -63,23 +63,41 @@ class EvalPair:
         return self.name or Path(self.generated).stem
 
 
+@dataclass(frozen=True)
+class BadPair:
+    """A row of a pairs CSV that does not form a pair: its name, protocol and why."""
+
+    label: str
+    protocol: str
+    error: EvalInputError
+
+
 def _path(value: str | None, base: Path) -> Path | None:
     return (base / value) if value else None
 
 
-def pairs_from_csv(path: Path) -> list[EvalPair]:
+def pairs_from_csv(path: Path) -> list[EvalPair | BadPair]:
     """Rows with columns generated, source and optional audio, protocol, name, dub_fps; relative paths are
-    relative to the CSV's folder."""
+    relative to the CSV's folder. A row naming a missing file or an unknown protocol becomes a
+    :class:`BadPair` (reported in its row by ``evaluate``)."""
     with open(path, newline="") as fh:
         reader = csv.DictReader(fh)
         if not reader.fieldnames or not {"generated", "source"} <= set(reader.fieldnames):
             raise EvalInputError(f"{path} needs a header with at least the columns generated,source "
                                  f"(optional: {', '.join(CSV_COLUMNS[2:])})")
         rows = list(reader)
-    return [EvalPair(generated=_path(r["generated"], path.parent), source=_path(r["source"], path.parent),
-                     audio=_path(r.get("audio"), path.parent), protocol=r.get("protocol") or "reconstruction",
-                     name=r.get("name") or "", dub_fps=float(r["dub_fps"]) if r.get("dub_fps") else None)
-            for r in rows]
+    return [_pair_from_row(r, number, path) for number, r in enumerate(rows, start=2)]
+
+
+def _pair_from_row(row: dict[str, str], line: int, path: Path) -> EvalPair | BadPair:
+    protocol = row.get("protocol") or "reconstruction"
+    name = row.get("name") or Path(row["generated"] or f"line{line}").stem
+    try:
+        return EvalPair(generated=_path(row["generated"], path.parent), source=_path(row["source"], path.parent),
+                        audio=_path(row.get("audio"), path.parent), protocol=protocol, name=name,
+                        dub_fps=float(row["dub_fps"]) if row.get("dub_fps") else None)
+    except EvalInputError as exc:
+        return BadPair(name, protocol, EvalInputError(f"{path} line {line}: {exc}"))
 
 
 def _find(folder: Path, stem: str, suffixes: tuple[str, ...]) -> Path | None:
@@ -104,8 +122,8 @@ def pairs_from_folder(folder: Path, protocol: str) -> list[EvalPair]:
 
 
 def recorded_dub_fps(generated: Path) -> float | None:
-    """End-to-end frames per second that ``musetalk dub`` recorded beside its output
-    (``<video>.json``, key ``result.frames_per_second``); None when absent."""
+    """End-to-end frames per second that ``musetalk dub --stats <video>.json`` recorded beside its output
+    (key ``result.frames_per_second``); None when absent."""
     sidecar = generated.with_name(generated.name + ".json")
     if not sidecar.is_file():
         return None

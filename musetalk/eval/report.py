@@ -1,6 +1,7 @@
 """The evaluation report: one HTML page (``index.html``) with the metrics table, and per clip side-by-side
-strips (source / generated / amplified difference of the face crop) at its worst and best frames and a plot
-of the mouth opening against the speech envelope over time. Images are PNG files beside the page."""
+strips (source / generated / amplified difference of the face crop; no difference against a photo source,
+where it would only show the mouth and the pose differing) at its worst and best frames and a plot of the
+mouth opening against the speech envelope over time. Images are PNG files beside the page."""
 from __future__ import annotations
 
 import html
@@ -12,7 +13,8 @@ import cv2
 import numpy as np
 
 from ..face import crop_face
-from .run import COLUMNS, ClipResult, EvalResult, format_value
+from ..video.io import is_image
+from .results import COLUMNS, ClipResult, EvalResult, format_value
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +31,23 @@ def extreme_frames(clip: ClipResult) -> dict[str, int]:
     return {"widest mouth": int(np.argmax(clip.mouth)), "most closed mouth": int(np.argmin(clip.mouth))}
 
 
+def has_difference_panel(clip: ClipResult) -> bool:
+    """Whether the strips show a difference panel: not against a photo source."""
+    return not is_image(clip.pair.source)
+
+
 def strip(clip: ClipResult, index: int) -> np.ndarray:
-    """uint8 (256, 768, 3) RGB: source crop | generated crop | |difference| x 4. The source frame of a
-    cross-audio pair is frame ``index`` modulo its length (a photo: the photo)."""
+    """uint8 (256, 768, 3) RGB: source crop | generated crop | |difference| x 4; uint8 (256, 512, 3) without
+    the difference for a photo source. The source frame of a cross-audio pair is frame ``index`` modulo its
+    length (a photo: the photo)."""
     gen_rec = clip.generated.records[index]
     src_i = index % len(clip.source.frames)
     src_rec = clip.source.records[src_i] if clip.source.records[src_i].found else gen_rec
     same_box = clip.pair.protocol == "reconstruction" and clip.source.records[src_i].found
     gen = crop_face(clip.generated.frames[index], src_rec if same_box else gen_rec)
     src = crop_face(clip.source.frames[src_i], src_rec)
+    if not has_difference_panel(clip):
+        return np.hstack([src, gen])
     diff = np.clip(np.abs(gen.astype(np.int16) - src.astype(np.int16)) * DIFF_GAIN, 0, 255).astype(np.uint8)
     return np.hstack([src, gen, diff])
 
@@ -76,8 +86,9 @@ def _clip_section(clip: ClipResult, number: int, out: Path) -> str:
     for label, index in extreme_frames(clip).items():
         name = f"clip{number}_{label.replace(' ', '_')}.png"
         cv2.imwrite(str(out / name), strip(clip, index)[..., ::-1])
+        panels = f"source | generated | difference x{DIFF_GAIN}" if has_difference_panel(clip) else "source | generated"
         parts.append(f"<figure><img src='{name}' alt='{html.escape(label)}'><figcaption>{html.escape(label)}: frame "
-                     f"{index} (source | generated | difference x{DIFF_GAIN})</figcaption></figure>")
+                     f"{index} ({panels})</figcaption></figure>")
     plot = f"clip{number}_mouth_audio.png"
     plot_curves(clip, out / plot)
     parts.append(f"<figure><img src='{plot}' alt='mouth opening and speech envelope'>"

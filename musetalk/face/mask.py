@@ -10,7 +10,8 @@ import numpy as np
 
 from ..errors import FaceError
 from .landmarks import BROWS, JAW, NOSE
-from .parsing import MODES, FaceParser
+from .modes import DEFAULT_BLEND_MODE, MODES
+from .parsing import FaceParser
 from .types import BlendMask, FaceRecord
 
 EXPAND = 1.5
@@ -30,7 +31,7 @@ def expanded_box(crop_box: np.ndarray, expand: float = EXPAND) -> np.ndarray:
     return np.array([cx - half, cy - half, cx + half, cy + half], np.int64)
 
 
-def landmark_region(landmarks: np.ndarray, box: np.ndarray, mode: str = "jaw") -> np.ndarray:
+def landmark_region(landmarks: np.ndarray, box: np.ndarray, mode: str = DEFAULT_BLEND_MODE) -> np.ndarray:
     """uint8 (h, w) 0/255 over ``box`` (x1, y1, x2, y2): the face outline (jaw and brows), the jaw line
     grown downwards by the mode's amount, without the nose (which the official parsing masks also keep)."""
     if mode not in _GROW:
@@ -69,7 +70,7 @@ def _feather(region: np.ndarray, crop_box: np.ndarray, box: np.ndarray, upper_bo
     return cv2.GaussianBlur(kept, (k, k), 0) if k > 1 else kept
 
 
-def make_blend_mask(frame_shape: Sequence[int], rec: FaceRecord, mode: str = "jaw", *,
+def make_blend_mask(frame_shape: Sequence[int], rec: FaceRecord, mode: str = DEFAULT_BLEND_MODE, *,
                     parser: FaceParser | None = None, frame: np.ndarray | None = None,
                     expand: float = EXPAND, upper_boundary_ratio: float = UPPER_BOUNDARY_RATIO,
                     blur_ratio: float = BLUR_RATIO) -> BlendMask:

@@ -12,6 +12,7 @@ import torch
 from ..errors import FaceError
 from ..models.bisenet import BiSeNet, load_bisenet
 from ..models.layout import model_paths
+from .modes import DEFAULT_BLEND_MODE, MODES
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +20,6 @@ PARSE_SIZE = 512
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
 SKIN, NOSE, MOUTH_CLASSES, NECK = 1, 10, (11, 12, 13), 14
-MODES = ("jaw", "raw", "neck")
 
 
 def _cone_kernel(cone: int = 21, tail: int = 12) -> np.ndarray:
@@ -64,7 +64,7 @@ class FaceParser:
         x = torch.from_numpy(x.transpose(2, 0, 1)).unsqueeze(0).to(self.device)
         return self.net(x)[0].argmax(0).to(torch.uint8).cpu().numpy()
 
-    def region(self, image: np.ndarray, mode: str = "jaw") -> np.ndarray:
+    def region(self, image: np.ndarray, mode: str = DEFAULT_BLEND_MODE) -> np.ndarray:
         """uint8 (H, W) 0/255 region to replace: ``raw`` skin + mouth + lips, ``neck`` adds the neck,
         ``jaw`` grows the skin downwards (cheeks eroded), without the nose, plus mouth and lips."""
         parsing = self.classes(image)

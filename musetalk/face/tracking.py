@@ -1,9 +1,11 @@
 """Follow one face through a video cheaply: a full-frame search on a downscaled frame only to start or
-after a loss, otherwise a small search window around the last box, rescaled so the face is ~100 px."""
+after a loss, otherwise a small search window around the last box, rescaled so the face is ~100 px.
+After a loss, a candidate is taken only if the caller's ``accept`` says it is the same person."""
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -57,11 +59,12 @@ class FaceTracker:
         self._last: np.ndarray | None = None
         self._started = False
 
-    def __call__(self, gray: np.ndarray) -> Detection | None:
-        """The followed face in ``gray`` (uint8 (H, W)), or None when it is not visible."""
+    def __call__(self, gray: np.ndarray, accept: Callable[[np.ndarray], bool] | None = None) -> Detection | None:
+        """The followed face in ``gray`` (uint8 (H, W)), or None when it is not visible. ``accept(box)``
+        vets the candidates of a full-frame search after the face was lost (nearest first)."""
         found = self._search_window(gray) if self._last is not None else None
         if found is None:
-            found = self._search_frame(gray)
+            found = self._search_frame(gray, accept)
         if found is not None:
             self._last = found.box
         return found
@@ -83,7 +86,7 @@ class FaceTracker:
         best = int(np.argmax(overlaps))
         return Detection(boxes[best], float(scores[best]))
 
-    def _search_frame(self, gray: np.ndarray) -> Detection | None:
+    def _search_frame(self, gray: np.ndarray, accept: Callable[[np.ndarray], bool] | None) -> Detection | None:
         boxes, scores = self._detect_downscaled(gray)
         if not len(boxes):
             return None
@@ -95,20 +98,22 @@ class FaceTracker:
             self._started = True
             best = order[self.face_index]
         else:
-            best = self._closest(boxes)
+            order = self._nearest_first(boxes)
+            best = next((i for i in order if accept is None or accept(boxes[i])), None)
+            if best is None:
+                return None
         return Detection(boxes[best], float(scores[best]))
 
-    def _closest(self, boxes: np.ndarray) -> int:
-        """Index of the box most like the last followed one (overlap, else centre distance per size)."""
+    def _nearest_first(self, boxes: np.ndarray) -> list[int]:
+        """Indices of the boxes, most like the last followed one first (overlap, then centre distance per size)."""
         last = self._last
-        overlaps = [iou(b, last) for b in boxes]
-        if max(overlaps) > 0:
-            return int(np.argmax(overlaps))
+        if last is None:
+            return list(range(len(boxes)))
         centre = (last[:2] + last[2:]) / 2
         size = max(last[2] - last[0], 1.0)
-        dist = [np.linalg.norm((b[:2] + b[2:]) / 2 - centre) / size + abs(np.log((b[2] - b[0]) / size))
+        keys = [(-iou(b, last), np.linalg.norm((b[:2] + b[2:]) / 2 - centre) / size + abs(np.log((b[2] - b[0]) / size)))
                 for b in boxes]
-        return int(np.argmin(dist))
+        return sorted(range(len(boxes)), key=lambda i: keys[i])
 
     def _detect_downscaled(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Full-frame search: downscaled first, then full size, then (small images) upsampled once."""

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ModelFilesError
-from .layout import ENV_VAR
+from .hub_errors import download_cause
+from .layout import ENV_VAR, LATENTSYNC_SYNCNET_FILE, SYNCNET_V2_FILE, VGG19_FILE
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +37,18 @@ FACE_PARSING_FILES = [
 ]
 
 
-def files_for(versions: tuple[str, ...], face_parsing: bool) -> list[HubFile]:
+# Networks of training and evaluation, by option of ``musetalk download``: ``--train`` the torchvision ImageNet
+# VGG19 (perceptual loss) and LatentSync's SyncNet (sync loss), ``--eval`` SyncNet v2 (LSE-C/LSE-D).
+EXTRA_FILES = {
+    "train": [HubFile("timm/vgg19.tv_in1k", "model.safetensors", VGG19_FILE),
+              HubFile("ByteDance/LatentSync", "latentsync_syncnet.pt", LATENTSYNC_SYNCNET_FILE)],
+    "eval": [HubFile("ByteDance/LatentSync", "auxiliary/syncnet_v2.model", SYNCNET_V2_FILE)],
+}
+
+
+def files_for(versions: tuple[str, ...], face_parsing: bool, extras: tuple[str, ...] = ()) -> list[HubFile]:
     files = [f for v in versions for f in MUSETALK_FILES[v]] + SHARED_FILES
-    return files + (FACE_PARSING_FILES if face_parsing else [])
+    return files + (FACE_PARSING_FILES if face_parsing else []) + [f for e in extras for f in EXTRA_FILES[e]]
 
 
 def hub_reachable(timeout: float = 5.0) -> bool:
@@ -56,42 +66,53 @@ def hub_reachable(timeout: float = 5.0) -> bool:
 
 
 def _fail(models_dir: Path, failed: list[str]) -> ModelFilesError:
+    """``failed``: "target (cause)" per file."""
     return ModelFilesError(
-        f"cannot download {len(failed)} model files into {models_dir}/ (no network or hub unreachable): "
-        f"{', '.join(failed)}; connect and run `musetalk download --models {models_dir}` again, or copy the "
+        f"cannot download {len(failed)} model files into {models_dir}/: "
+        f"{', '.join(failed)}; fix that and run `musetalk download --models {models_dir}` again, or copy the "
         f"official layout (musetalkV15/, musetalk/, sd-vae/, whisper/) there by hand and point --models or {ENV_VAR} at it"
     )
 
 
 def download(models_dir: Path, versions: tuple[str, ...] = ("v1.5", "v1.0"), face_parsing: bool = True,
-             force: bool = False) -> list[Path]:
-    """Download what is missing (everything with ``force``); returns the paths written.
+             force: bool = False, extras: tuple[str, ...] = ()) -> list[Path]:
+    """Download what is missing (everything with ``force``); ``extras``: keys of :data:`EXTRA_FILES`.
+    Returns the paths written.
 
-    Raises a one-line :class:`ModelFilesError` naming the files that could not be fetched.
+    Raises a one-line :class:`ModelFilesError` naming the files that could not be fetched and why.
     """
     from huggingface_hub import hf_hub_download
 
-    todo = [f for f in files_for(versions, face_parsing) if force or not (models_dir / f.target).is_file()]
+    todo = [f for f in files_for(versions, face_parsing, extras) if force or not (models_dir / f.target).is_file()]
     if todo and not hub_reachable():
-        raise _fail(models_dir, [f.target for f in todo if f.required])
+        raise _fail(models_dir, [f"{f.target} (no network or hub unreachable)" for f in todo if f.required])
     written, failed = [], []
     for item in todo:
         target = models_dir / item.target
         log.info("downloading %s/%s -> %s", item.repo, item.filename, target)
         try:
-            cached = hf_hub_download(item.repo, item.filename)
-        except Exception as exc:  # offline, DNS, HTTP and hub errors all mean "not fetched"
+            _fetch(item, target, hf_hub_download)
+        except Exception as exc:  # offline, DNS, HTTP, hub and disk errors: named per file, then raised together
             log.debug("download of %s/%s failed: %r", item.repo, item.filename, exc)
+            cause = download_cause(exc, item.repo, item.filename)
             if item.required:
-                failed.append(item.target)
+                failed.append(f"{item.target} ({cause})")
             else:
-                log.warning("optional file %s not downloaded (%s)", item.target, exc.__class__.__name__)
+                log.warning("optional file %s not downloaded (%s)", item.target, cause)
             continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".part")
-        shutil.copyfile(cached, tmp)
-        tmp.replace(target)
         written.append(target)
     if failed:
         raise _fail(models_dir, failed)
     return written
+
+
+def _fetch(item: HubFile, target: Path, hf_hub_download) -> None:
+    """Download ``item`` into the hub cache and copy it to ``target`` through a temporary file."""
+    cached = hf_hub_download(item.repo, item.filename)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".part")
+    try:
+        shutil.copyfile(cached, tmp)
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -22,6 +22,10 @@ ENV_VAR = "MUSETALK_MODELS"
 VERSIONS = ("v1.5", "v1.0")
 _UNET_FOLDERS = {"v1.5": ("musetalkV15", "unet"), "v1.0": ("musetalk", "pytorch_model")}
 _WEIGHT_SUFFIXES = (".safetensors", ".pth", ".bin")
+# Networks of training and evaluation inside the models folder (``musetalk download --train`` / ``--eval``).
+VGG19_FILE = "vgg/vgg19.tv_in1k.safetensors"
+LATENTSYNC_SYNCNET_FILE = "syncnet/latentsync_syncnet.pt"
+SYNCNET_V2_FILE = "syncnet/syncnet_v2.model"
 
 
 def resolve_models_dir(models_dir: str | os.PathLike | None = None) -> Path:

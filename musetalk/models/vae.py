@@ -23,17 +23,24 @@ def load_vae(folder: Path, device: str | torch.device, dtype: torch.dtype) -> Au
     return vae.to(device).eval().requires_grad_(False)
 
 
-def crops_to_tensor(crops: np.ndarray, mask_lower_half: bool) -> torch.Tensor:
-    """uint8 (N, 256, 256, 3) RGB -> float32 (N, 3, 256, 256) in [-1, 1]; masked rows 128.. become -1."""
-    x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float() / 255.0
-    if mask_lower_half:
-        x[:, :, x.shape[2] // 2 :, :] = 0.0
-    return (x - 0.5) / 0.5
+def mask_lower_half(images: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) in [-1, 1] -> a copy with rows H/2.. set to -1 (black): the UNet's masked input, in
+    training and inference alike."""
+    masked = images.clone()
+    masked[:, :, images.shape[2] // 2 :, :] = -1.0
+    return masked
 
 
-@torch.inference_mode()
+def crops_to_tensor(crops: np.ndarray, masked: bool) -> torch.Tensor:
+    """uint8 (N, 256, 256, 3) RGB -> float32 (N, 3, 256, 256) in [-1, 1]; ``masked``: rows 128.. become -1."""
+    x = (torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float() / 255.0 - 0.5) / 0.5
+    return mask_lower_half(x) if masked else x
+
+
+@torch.no_grad()
 def encode(vae: AutoencoderKL, images: torch.Tensor) -> torch.Tensor:
-    """(N, 3, H, W) in [-1, 1] -> scaled latent means (N, 4, H/8, W/8). The mean makes runs repeatable."""
+    """(N, 3, H, W) in [-1, 1] -> scaled latent means (N, 4, H/8, W/8), without gradient (training feeds them
+    to the UNet it trains, so no inference-mode tensors). The mean makes runs repeatable."""
     images = images.to(device=vae.device, dtype=vae.dtype)
     return vae.config.scaling_factor * vae.encode(images).latent_dist.mean
 

@@ -1,5 +1,7 @@
 """VGG-19 feature extractor for the perceptual loss, loading the standard ImageNet state-dict layout
 (``features.N.weight`` / ``features.N.bias``, as torchvision and most ports save it) without torchvision.
+timm's ``vgg19.tv_in1k`` (torchvision's ImageNet weights, what ``musetalk download --train`` fetches) keeps
+these names for the trunk and renames only the unused head (``pre_logits.fc1/fc2``, ``head.fc``).
 
 The five feature maps are the activations after relu1_1, relu2_1, relu3_1, relu4_1 and relu5_1
 (``features`` indices 1, 6, 11, 20, 29), the layers the MuseTalk/FOMM pyramid perceptual loss compares.

@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 from ..audio import SAMPLE_RATE, decode_audio, frame_count, frame_windows, to_mono_16k, whisper_hidden_states
 from ..audio.silence import silent_frames, still_weights
 from ..errors import AudioError, FaceError, MuseTalkError
-from ..face import BlendMask, FaceAnalyzer, FaceRecord, crop_face, draw_debug_overlay, make_blend_mask, paste_face
+from ..face import (BlendMask, FaceAnalyzer, FaceRecord, crop_face, default_blend_mode, draw_debug_overlay,
+                    make_blend_mask, paste_face)
 from ..video import VideoWriter, atomic_output
 from .lipsync import MuseTalk
 from .memory import map_large_buffers
@@ -38,7 +39,6 @@ from .timing import StageTimer
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-BLEND_MODES = {"v1.5": "jaw", "v1.0": "raw"}
 
 
 @dataclass
@@ -63,6 +63,7 @@ class DubOptions:
     colour_match: bool = False
     face_index: int = 0
     progress: bool = True
+    stats: str | None = None
 
 
 @dataclass
@@ -211,7 +212,8 @@ class _Dubber:
             return self.analyzer.analyze(frame)
 
     def items(self) -> Iterator[_Item]:
-        frames = source_frames(self.source, self.total, self._analyze)
+        gaps = self.analyzer.gap_filler((self.source.height, self.source.width, 3))
+        frames = source_frames(self.source, self.total, self._analyze, gaps)
         for i in range(self.total):
             with self.timer("decode"):
                 source_index, frame, record = next(frames)
@@ -248,7 +250,7 @@ class _Dubber:
         """Blend mask of the item's source frame; the last one is kept (a photo needs just one), no more,
         so memory does not grow with the video."""
         if self._last_mask is None or self._last_mask[0] != item.source_index:
-            mask = make_blend_mask(item.frame.shape, item.record, BLEND_MODES[self.options.version],
+            mask = make_blend_mask(item.frame.shape, item.record, default_blend_mode(self.options.version),
                                    parser=self.parser, frame=item.frame)
             self._last_mask = (item.source_index, mask)
         return self._last_mask[1]
@@ -327,7 +329,7 @@ def dub(source: str | os.PathLike, audio: str | os.PathLike, output: str | os.Pa
     """Lip-sync ``source`` (video or photo) to ``audio`` and write ``output`` (mp4, H.264 + AAC).
 
     Inputs are checked before the models load. ``model`` reuses a loaded :class:`MuseTalk` (batch jobs).
-    A ``OUTPUT.json`` beside the video records the settings and the measured speed.
+    With ``options.stats`` (a path), a JSON file there records the settings and the measured speed.
     """
     options = options or DubOptions()
     started = time.perf_counter()
@@ -346,13 +348,15 @@ def dub(source: str | os.PathLike, audio: str | os.PathLike, output: str | os.Pa
         elapsed = time.perf_counter() - started
         result = DubResult(str(output), total, float(info.fps), speech.seconds, dubber.frames_without_face,
                            elapsed, dubber.timer.as_dict())
-        _write_sidecar(Path(output), result, options)
+        if options.stats:
+            write_stats(Path(options.stats), result, options)
     log.info("wrote %s: %d frames in %.1f s (%.2f frames/s)", output, total, elapsed, result.frames_per_second)
     return result
 
 
-def _write_sidecar(output: Path, result: DubResult, options: DubOptions) -> None:
+def write_stats(path: Path, result: DubResult, options: DubOptions) -> None:
+    """The settings and the measured speed of a dub as JSON at ``path``."""
     record = {"result": {**asdict(result), "frames_per_second": result.frames_per_second}, "options": asdict(options)}
-    with atomic_output(output.with_name(output.name + ".json")) as tmp:
+    with atomic_output(path) as tmp:
         tmp.write_text(json.dumps(record, indent=2))
 

@@ -5,18 +5,20 @@ so on (both ends shown twice, as the official tool does). Each source frame is a
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 from ..errors import VideoError
 from ..face import FaceRecord
+from ..face.gaps import GapFiller
 from ..video import is_image, probe, read_frames, read_image
 
 log = logging.getLogger(__name__)
@@ -75,9 +77,22 @@ class FrameStore:
             self._file.close()
 
 
-def source_frames(info: SourceInfo, total: int, analyze: Callable[[np.ndarray], FaceRecord]
-                  ) -> Iterator[tuple[int, np.ndarray, FaceRecord]]:
+def analysed_frames(frames: Iterable[np.ndarray], total: int, analyze: Callable[[np.ndarray], FaceRecord],
+                    gaps: GapFiller | None) -> Iterator[tuple[int, np.ndarray, FaceRecord]]:
+    """(index, frame, record) of the first ``total`` frames in order, short gaps filled by ``gaps`` if given."""
+    for k, frame in enumerate(itertools.islice(frames, total)):
+        record = analyze(frame)
+        ready = gaps.push((k, frame), record) if gaps is not None else [((k, frame), record)]
+        for (index, held), filled in ready:
+            yield index, held, filled
+    for (index, held), filled in gaps.finish() if gaps is not None else []:
+        yield index, held, filled
+
+
+def source_frames(info: SourceInfo, total: int, analyze: Callable[[np.ndarray], FaceRecord],
+                  gaps: GapFiller | None = None) -> Iterator[tuple[int, np.ndarray, FaceRecord]]:
     """(source index, frame uint8 (H, W, 3) RGB, face record) for output frames 0..total-1, in order.
+    ``gaps``: fills short detection gaps of a video (frames held back while a gap is open).
 
     Frames are decoded and analysed in one forward pass; only when the audio outlasts the video are the
     frames decoded once more into a :class:`FrameStore` for the ping-pong (records are reused)."""
@@ -88,11 +103,9 @@ def source_frames(info: SourceInfo, total: int, analyze: Callable[[np.ndarray], 
             yield 0, frame, record
         return
     records: list[FaceRecord] = []
-    for k, frame in enumerate(read_frames(info.path)):
-        if k == total:
-            return
-        records.append(analyze(frame))
-        yield k, frame, records[-1]
+    for k, frame, record in analysed_frames(read_frames(info.path), total, analyze, gaps):
+        records.append(record)
+        yield k, frame, record
     n = len(records)
     if n == 0:
         raise VideoError(f"{info.path} contains no readable video frames")

@@ -28,7 +28,7 @@ Progress = Callable[[str, int, int], None]
 class PrepareSettings:
     """Face, blend and storage settings of a preparation (part of the fingerprint).
 
-    blend_mode: "jaw" / "raw" / "neck"; None = the version's default (v1.5 "jaw", v1.0 "raw").
+    blend_mode: "jaw" / "raw" / "neck"; None = the version's default (``musetalk.face.default_blend_mode``).
     blur_ratio: mask feather as a fraction of the expanded box (0.1, the official real-time value).
     max_frames: use only the first frames of a long video (None = all).
     jpeg_quality: quality of the stored frames (1..100).
@@ -44,7 +44,9 @@ class PrepareSettings:
     jpeg_quality: int = 90
 
     def resolved(self, version: str) -> "PrepareSettings":
-        mode = self.blend_mode or ("jaw" if version == "v1.5" else "raw")
+        from ..face import default_blend_mode
+
+        mode = self.blend_mode or default_blend_mode(version)
         return dataclasses.replace(self, blend_mode=mode)
 
 

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..audio.features import FEATURE_RATE, PAD_LEFT, SEGMENT_SAMPLES, WINDOW, frame_count
+from ..audio.features import (FEATURE_RATE, SEGMENT_SAMPLES, WINDOW, first_feature_frame, frame_count, gather_windows,
+                              window_index)
 from ..audio.load import SAMPLE_RATE
 
 STATE_SAMPLES = SAMPLE_RATE // FEATURE_RATE  # 320 samples (20 ms) per whisper feature frame
@@ -80,8 +81,6 @@ class FeatureStream:
         if not 0 <= lookahead_s <= 10:
             raise ValueError(f"lookahead_s must be in [0, 10] seconds, got {lookahead_s}")
         self.fps = fps
-        self.step = FEATURE_RATE / fps
-        self.left_pad = math.ceil(self.step) * PAD_LEFT
         self.lookahead = round(lookahead_s * SAMPLE_RATE)
         self.total = 0  # samples received
         self.emitted = 0  # video frames planned so far
@@ -113,7 +112,7 @@ class FeatureStream:
 
     def first_state(self, frame: int) -> int:
         """Global index of the first (possibly negative: left padding) feature frame of video frame ``frame``."""
-        return math.floor(frame * self.step) - self.left_pad
+        return first_feature_frame(frame, self.fps)
 
     def final_states(self, end: int) -> int:
         """Feature frames that audio ``[0, end)`` fixes for good: those followed by the look-ahead, and all
@@ -160,13 +159,7 @@ class FeatureStream:
     def prompts(self, plan: Plan, states: np.ndarray) -> np.ndarray:
         """Prompts float32 (stop - start, 50, 384) of ``plan``'s frames from its encoded ``states``
         (sum(num_states), 5, 384). Row t * 5 + s is hidden state s of the frame's t-th feature frame."""
-        _, layers, width = states.shape
-        index = np.array([self.first_state(i) for i in range(plan.start, plan.stop)])[:, None] + np.arange(WINDOW)
-        local = index - plan.first_state
-        valid = (index >= 0) & (local < len(states))
-        out = np.zeros((len(index), WINDOW, layers, width), np.float32)
-        out[valid] = states[local[valid]]
-        return out.reshape(len(index), WINDOW * layers, width)
+        return gather_windows(states, window_index(plan.start, plan.stop, self.fps) - plan.first_state)
 
     def _samples(self, start: int, end: int) -> np.ndarray:
         if self._chunks:

@@ -6,7 +6,6 @@ randomness of an item is seeded by (seed, epoch, item): a resumed run sees exact
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import cv2
@@ -14,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from ..audio.features import FEATURE_RATE, PAD_LEFT, WINDOW
+from ..audio.features import gather_windows, window_index
 from .mel import mel_window
 from .sampling import normalize_landmarks, random_reference, sis_reference
 from .shards import FPS, ClipShard, DataError
@@ -26,13 +25,7 @@ SYNC_FRAMES = 16
 def prompt_window(states: np.ndarray, frame: int, fps: float = FPS) -> np.ndarray:
     """Whisper hidden states (F, 5, 384) -> the (50, 384) prompt of video ``frame``, as
     :func:`musetalk.audio.frame_windows` builds it (10 feature frames x 5 layers, zero-padded)."""
-    step = FEATURE_RATE / fps
-    start = math.floor(frame * step) - math.ceil(step) * PAD_LEFT
-    out = np.zeros((WINDOW, *states.shape[1:]), np.float32)
-    lo, hi = max(start, 0), min(start + WINDOW, len(states))
-    if hi > lo:
-        out[lo - start : hi - start] = states[lo:hi]
-    return out.reshape(-1, states.shape[-1])
+    return gather_windows(states, window_index(frame, frame + 1, fps))[0]
 
 
 def mouth_boxes(normalized: np.ndarray, padding: int) -> np.ndarray:

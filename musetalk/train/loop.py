@@ -23,18 +23,18 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers import UNet2DConditionModel
 from diffusers.optimization import get_scheduler
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..models.checkpoint import load_checked
 from ..models.discriminator import MultiScaleDiscriminator
-from ..models.layout import model_paths, resolve_models_dir
+from ..models.layout import LATENTSYNC_SYNCNET_FILE, VGG19_FILE, model_paths, resolve_models_dir
 from ..models.positional import add_positional_encoding
 from ..models.syncnet_latentsync import SyncNetConfig, load_latentsync_syncnet
 from ..models.unet import build_unet, read_unet_config
-from ..models.vae import load_vae
+from ..models.vae import encode, load_vae, mask_lower_half
 from ..models.vgg19 import load_vgg19
 from . import losses as L
 from .config import Config, ConfigError
@@ -74,17 +74,17 @@ def initial_unet(cfg: Config) -> tuple[UNet2DConditionModel, dict]:
     return unet.float().requires_grad_(True).train(), config
 
 
-def encode_latents(vae: AutoencoderKL, images: torch.Tensor) -> torch.Tensor:
-    """(N, 3, 256, 256) in [-1, 1] -> scaled latent means (N, 4, 32, 32), no gradient."""
-    with torch.no_grad():
-        return vae.config.scaling_factor * vae.encode(images.to(vae.dtype)).latent_dist.mean
-
-
-def mask_lower_half(images: torch.Tensor) -> torch.Tensor:
-    """Rows H/2.. set to -1 (black after normalisation), as the inference masking."""
-    masked = images.clone()
-    masked[:, :, images.shape[2] // 2 :] = -1.0
-    return masked
+def aux_weights(cfg: Config, given: str | None, default: str, key: str, role: str) -> Path | None:
+    """Weights of a frozen auxiliary network: the configured file, else ``<models_dir>/<default>``. Missing,
+    they are refused unless ``allow_random_aux`` (then None: random weights, for smoke runs)."""
+    path = Path(given) if given else resolve_models_dir(cfg.models_dir) / default
+    if path.is_file():
+        return path
+    if cfg.allow_random_aux:
+        log.warning("%s not found: %s uses random weights (allow_random_aux, smoke runs only)", path, role)
+        return None
+    raise ConfigError(f"{role} needs its weights: {path} not found; run `musetalk download --train --models "
+                      f"{resolve_models_dir(cfg.models_dir)}`, set {key}, or pass --allow-random-aux for a smoke run")
 
 
 class Trainer:
@@ -132,19 +132,18 @@ class Trainer:
         loss = self.cfg.loss
         if loss.vgg <= 0:
             return None
-        if not loss.vgg_weights:
-            log.warning("loss.vgg_weights is not set: the perceptual loss uses a random VGG-19 (smoke runs only)")
-        vgg = load_vgg19(loss.vgg_weights, int(loss.vgg_width_divisor))
+        weights = aux_weights(self.cfg, loss.vgg_weights, VGG19_FILE, "loss.vgg_weights", "the perceptual loss (VGG-19)")
+        vgg = load_vgg19(weights, int(loss.vgg_width_divisor))
         return L.PerceptualLoss(vgg, tuple(loss.pyramid_scales), tuple(loss.vgg_layer_weights), int(loss.resize_to)).to(device)
 
     def _syncnet(self, device: torch.device):
         cfg = self.cfg
         if cfg.loss.sync <= 0 and cfg.adapted_weight.mode == "off":
             return None
-        if not cfg.syncnet.weights:
-            log.warning("syncnet.weights is not set: the sync loss uses a random SyncNet (smoke runs only)")
+        weights = aux_weights(cfg, cfg.syncnet.weights, LATENTSYNC_SYNCNET_FILE, "syncnet.weights",
+                              "the sync loss (SyncNet)")
         config = SyncNetConfig.from_dict(cfg.syncnet.config) if cfg.syncnet.config else None
-        return load_latentsync_syncnet(cfg.syncnet.weights, config).to(device)
+        return load_latentsync_syncnet(weights, config).to(device)
 
     def _gan(self, weight: float) -> L.GanLosses | None:
         if weight <= 0:
@@ -179,7 +178,7 @@ class Trainer:
     def predict(self, target: torch.Tensor, reference: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
         """Images (N, 3, 256, 256), references, prompts (N, 50, 384) -> decoded predictions (N, 3, 256, 256)
         in [-1, 1], differentiable w.r.t. the UNet (through the frozen decoder)."""
-        latents = torch.cat([encode_latents(self.vae, mask_lower_half(target)), encode_latents(self.vae, reference)], dim=1)
+        latents = torch.cat([encode(self.vae, mask_lower_half(target)), encode(self.vae, reference)], dim=1)
         prompts = add_positional_encoding(prompts)
         timestep = torch.zeros((), dtype=torch.long, device=latents.device)
         predicted = self.unet(latents, timestep, encoder_hidden_states=prompts).sample
@@ -309,6 +308,8 @@ class Trainer:
                    disable=not (self.progress and acc.is_local_main_process))
         sums: dict[str, list[float]] = defaultdict(list)
         stop = total if stop_after is None else min(total, step + stop_after)
+        if step == 0:
+            self.validate(0)  # where the run starts from, before the first update
         for batch in self.loader() if step < stop else ():
             with acc.accumulate(self.unet, *(parts[0] for parts in self.d_parts.values())):
                 for key, value in self.micro_step(batch, step).items():
@@ -336,9 +337,11 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------- validation
     @torch.no_grad()
-    def holdout_predictions(self, limit: int | None = None, batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
-        """(predictions, targets) float (F, 3, S, S) in [-1, 1] for the held-out frames of the first clip."""
-        sample = self.dataset.holdout(0, limit)
+    def holdout_predictions(self, clip: int = 0, limit: int | None = None,
+                            batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+        """(predictions, targets) float (F, 3, S, S) in [-1, 1] for the first ``limit`` held-out frames of
+        clip number ``clip``."""
+        sample = self.dataset.holdout(clip, limit)
         preds = []
         was_training = self.unet.training
         self.unet.eval()
@@ -351,20 +354,27 @@ class Trainer:
         self.unet.train(was_training)
         return torch.cat(preds).clamp(-1, 1), sample["target"]
 
+    def clip_errors(self, limit: int | None = None) -> list[float]:
+        """Masked-mouth (lower half) mean absolute error, 0..255 pixel units, on the first ``limit`` held-out
+        frames of every clip, in clip order."""
+        return [L.masked_mouth_error(*self.holdout_predictions(c, limit)) for c in range(len(self.dataset.clips))]
+
     def validation_error(self, limit: int | None = None) -> float:
-        """Masked-mouth (lower half) mean absolute error on held-out frames, in 0..255 pixel units."""
-        pred, target = self.holdout_predictions(limit)
-        return L.masked_mouth_error(pred, target)
+        """The mean over clips of :meth:`clip_errors`."""
+        return float(np.mean(self.clip_errors(limit)))
 
     def validate(self, step: int) -> float | None:
-        """Log the held-out mouth error and write ``validation/step_<step>.mp4`` (ground truth | prediction)."""
+        """Log the held-out mouth error (mean over every clip, and per clip) and write
+        ``validation/step_<step>.mp4`` (ground truth | prediction, first clip)."""
         if not self.accelerator.is_main_process:
             return None
-        pred, target = self.holdout_predictions(int(self.cfg.validation_frames))
-        error = L.masked_mouth_error(pred, target)
-        self.accelerator.log({"val/mouth_l1": error}, step=step)
-        self._write_video(step, pred, target)
-        log.info("step %d: held-out masked-mouth L1 %.2f (0..255)", step, error)
+        limit = int(self.cfg.validation_frames)
+        errors = self.clip_errors(limit)
+        error = float(np.mean(errors))
+        names = [c.shard.name for c in self.dataset.clips]
+        self.accelerator.log({"val/mouth_l1": error} | {f"val/mouth_l1/{n}": e for n, e in zip(names, errors)}, step=step)
+        self._write_video(step, *self.holdout_predictions(0, limit))
+        log.info("step %d: held-out masked-mouth L1 %.2f (0..255) over %d clips", step, error, len(errors))
         return error
 
     def _write_video(self, step: int, pred: torch.Tensor, target: torch.Tensor) -> Path:

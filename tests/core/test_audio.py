@@ -134,3 +134,22 @@ def test_real_pretrained_encoder(tmp_path, tiny_models, sun_16k):
     assert np.isfinite(feats).all() and feats[100].std() > 0.1
     np.testing.assert_array_equal(feats[0, :20], 0)  # 4 zero-padded feature frames before t = 0
     assert np.abs(feats[0, 20:]).min() > 0
+
+
+@pytest.mark.parametrize("fps", [25.0, 29.97, 12.5])
+def test_one_frame_window_indexing_for_offline_streaming_and_training(fps):
+    """Offline prompts, streamed prompts and training samples index the feature frames through one function."""
+    from musetalk.audio.features import first_feature_frame, frame_windows, window_index
+    from musetalk.realtime.streaming import FeatureStream
+    from musetalk.train.dataset import prompt_window
+
+    states = np.arange(90, dtype=np.float32)[:, None, None] * np.ones((1, 5, 384), np.float32) + 1
+    offline = frame_windows(states, 90 * 320, fps)  # 1.8 s of audio
+    index = window_index(0, len(offline), fps)
+    assert index.shape == (math.floor(1.8 * fps), 10)
+    assert index[0, 0] == -2 * math.ceil(50 / fps) and index[17, 0] == math.floor(17 * 50 / fps) - 2 * math.ceil(50 / fps)
+    assert [FeatureStream(fps).first_state(i) for i in range(40)] == [first_feature_frame(i, fps) for i in range(40)]
+    for frame in (0, 3, len(offline) - 1):
+        np.testing.assert_array_equal(prompt_window(states, frame, fps), offline[frame])
+        expected = np.where((index[frame] >= 0) & (index[frame] < 90), index[frame] + 1, 0)
+        np.testing.assert_array_equal(offline[frame][::5, 0], expected)

@@ -29,6 +29,11 @@ def feats(tiny_musetalk, media):
     return tiny_musetalk.audio_features(media / "sun.wav", fps=25)[100:108]
 
 
+def mean_abs_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """uint8 (N, H, W, 3) twice -> float (N,): mean absolute difference per frame in grey levels."""
+    return np.abs(a.astype(np.int16) - b.astype(np.int16)).mean(axis=(1, 2, 3))
+
+
 @pytest.mark.parametrize("version", ["v1.5", "v1.0"])
 def test_matches_official_pipeline(tiny_models, crops, feats, version):
     mt = MuseTalk.from_pretrained(tiny_models, version=version)
@@ -56,12 +61,12 @@ def test_references_change_the_output(tiny_musetalk, crops, feats):
     same = tiny_musetalk.generate(crops, feats, references=crops)
     other = tiny_musetalk.generate(crops, feats, references=crops[::-1].copy())
     np.testing.assert_array_equal(default, same)
-    assert not np.array_equal(default, other)
+    assert (mean_abs_difference(default, other) > 3).all()  # every frame, by several grey levels
 
 
 def test_audio_drives_the_output(tiny_musetalk, crops, feats):
     silent = tiny_musetalk.generate(crops, np.zeros_like(feats))
-    assert not np.array_equal(silent, tiny_musetalk.generate(crops, feats))
+    assert (mean_abs_difference(silent, tiny_musetalk.generate(crops, feats)) > 5).all()
 
 
 def test_reference_latents_are_cached(tiny_musetalk, crops, feats):

@@ -98,3 +98,19 @@ def test_download_if_missing_is_a_no_op_when_present(tiny_models, monkeypatch):
 
 def test_model_paths_missing_lists_nothing_for_complete_folder(tiny_models):
     assert model_paths(tiny_models, "v1.0").missing() == []
+
+
+def test_one_masking_and_encode_for_training_and_inference(tiny_musetalk):
+    """The inference crops and the training tensors go through the same masking and the same VAE encode."""
+    import numpy as np
+
+    from musetalk.models.vae import crops_to_tensor, encode, mask_lower_half
+    from musetalk.train import loop
+
+    crops = np.random.default_rng(0).integers(0, 256, (2, 256, 256, 3), dtype=np.uint8)
+    plain, masked = crops_to_tensor(crops, masked=False), crops_to_tensor(crops, masked=True)
+    assert torch.equal(masked, mask_lower_half(plain))
+    assert (masked[:, :, 128:] == -1).all() and torch.equal(masked[:, :, :128], plain[:, :, :128])
+    assert loop.encode is encode and loop.mask_lower_half is mask_lower_half
+    latents = encode(tiny_musetalk.vae, masked)
+    assert latents.shape == (2, 4, 32, 32) and not latents.is_inference()

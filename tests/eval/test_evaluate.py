@@ -40,10 +40,12 @@ def test_clip_against_itself(self_result):
     assert row["psnr_face"] == 100.0 and row["psnr_mouth"] == 100.0  # identical decoded frames: capped
     assert row["ssim_face"] == pytest.approx(1.0) and row["lmd"] == 0.0
     assert row["csim"] == pytest.approx(1.0, abs=1e-6)
+    assert row["id_distance"] == pytest.approx(0.0, abs=1e-4) and row["same_person"] is True
     assert row["fid"] == pytest.approx(0.0, abs=1e-2)  # sqrtm round-off on covariances of ~1e4
-    assert row["lse_d"] > 0 and row["lse_c"] >= 0 and -15 <= row["sync_offset"] <= 15
-    assert row["av_offset"] is None  # under 60 frames: no AV offset estimate
-    assert self_result[0].notes == []
+    assert row["lse_d"] > 0 and row["lse_c"] >= 0 and isinstance(row["sync_offset"], int)
+    assert row["av_offset"] is None and row["av_corr"] is None  # under 60 frames: no AV offset estimate
+    assert self_result[0].notes == ["CSIM: cosine of dlib-resnet-v1 face descriptors (128-d); same_person: mean "
+                                    "descriptor distance id_distance < 0.6 (dlib's calibrated threshold)"]
 
 
 def test_tables_are_written(self_result):
@@ -118,3 +120,37 @@ def test_cross_audio_pairs_from_csv_use_reference_free_metrics(sun_clips, media,
     row = result.clips[0].row
     assert row["protocol"] == "cross-audio" and row["psnr_face"] is None and row["lmd"] is None
     assert row["csim"] > 0.95
+
+
+def test_one_bad_pair_in_a_csv_is_reported_in_its_row(sun_clips, tmp_path, capsys):
+    """Row 3 names a missing file, row 4 a clip without audio: both reported, rows 2 and 5 still scored."""
+    generated, source = sun_clips
+    mute = tmp_path / "mute.mp4"
+    from musetalk.video.io import read_frames
+
+    from .conftest import write_clip
+
+    write_clip(mute, list(read_frames(source)))
+    (tmp_path / "pairs.csv").write_text(f"generated,source,name\n{generated},{source},first\nmissing.mp4,{source},gone\n"
+                                        f"{mute},{source},mute\n{generated},{source},last\n")
+    code = main(["eval", str(tmp_path / "pairs.csv"), "--out", str(tmp_path / "o"), "--models",
+                 str(tmp_path / "no_models"), "--no-csim", "--max-frames", "10"])
+    captured = capsys.readouterr()
+    rows = json.loads((tmp_path / "o" / "metrics.json").read_text())["clips"]
+    assert [r["clip"] for r in rows] == ["first", "gone", "mute", "last"]
+    assert rows[0]["psnr_face"] == 100.0 and rows[3]["psnr_face"] == 100.0
+    assert rows[1]["note"] == f"failed: {tmp_path / 'pairs.csv'} line 3: generated video file not found: {tmp_path / 'missing.mp4'}"
+    assert rows[2]["note"].startswith("failed: ") and "no audio track" in rows[2]["note"] and rows[2]["psnr_face"] is None
+    assert code == 1
+    assert captured.err.strip().splitlines()[-1].startswith("musetalk: error: 2 of 4 pairs not scored (gone: ")
+
+
+def test_report_has_no_difference_panel_against_a_photo(sun_clips, media, tmp_path):
+    from musetalk.eval.report import strip
+
+    generated, _ = sun_clips
+    result = evaluate([EvalPair(generated, media / "musk.png", protocol="cross-audio")], report_dir=tmp_path,
+                      identity=False, models_dir=tmp_path, max_frames=10)
+    assert strip(result.clips[0], 0).shape == (256, 512, 3)
+    page = (tmp_path / "index.html").read_text()
+    assert page.count("(source | generated)</figcaption>") == 2 and "difference x" not in page

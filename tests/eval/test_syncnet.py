@@ -80,6 +80,11 @@ def test_lse_runs_on_real_frames_with_random_weights(sun_frames, sun_records, su
     torch.manual_seed(0)
     frames = sun_frames[:12]
     boxes = np.stack([r.box for r in sun_records[:12]])
-    scores = L.lse(SyncNetV2(), frames, boxes, sun_audio, 25.0)
-    assert -15 <= scores.offset <= 15
-    assert scores.distance > 0 and scores.confidence >= 0
+    net = SyncNetV2()
+    scores = L.lse(net, frames, boxes, sun_audio, 25.0)
+    crops = np.stack([L.crop_face(f, b) for f, b in zip(frames, L.crop_boxes(boxes.astype(np.float64)))])
+    distances = L.shift_distances(*L.embed(net, crops, sun_audio))
+    assert distances.shape == (7, 31)  # 12 frames: 7 windows of 5, each against 31 shifts
+    curve = distances.mean(axis=0)
+    assert scores.offset == 15 - int(np.argmin(curve)) and scores.distance == pytest.approx(curve.min())
+    assert scores.confidence == pytest.approx(np.median(curve) - curve.min())

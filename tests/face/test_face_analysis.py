@@ -70,18 +70,20 @@ def test_one_euro_follows_fast_motion_without_lag():
 
 
 def test_face_painted_over_is_flagged_and_passed_through(sun_frames):
-    frames = [f.copy() for f in sun_frames[:12]]
+    """Painted over for 6 frames (longer than the 5 that are interpolated): flagged and passed through."""
+    frames = [f.copy() for f in sun_frames[:16]]
     rec5 = FaceAnalyzer().analyze(frames[5])
     x1, y1, x2, y2 = rec5.crop_box
-    frames[5][max(0, y1 - 60):y2 + 40, max(0, x1 - 40):x2 + 40] = (200, 60, 60)
+    for frame in frames[5:11]:
+        frame[max(0, y1 - 60):y2 + 40, max(0, x1 - 40):x2 + 40] = (200, 60, 60)
     recs = FaceAnalyzer().analyze_all(frames)
-    assert len(recs) == 12
-    assert [r.found for r in recs] == [True] * 5 + [False] + [True] * 6
+    assert len(recs) == 16
+    assert [r.found for r in recs] == [True] * 5 + [False] * 6 + [True] * 5
     assert not recs[5].crop_box.any()
     out = paste_face(frames[5], np.zeros((256, 256, 3), np.uint8), recs[5], None)
     assert np.array_equal(out, frames[5])
-    later = FaceAnalyzer(smooth=False).analyze(frames[6])
-    assert np.abs(recs[6].landmarks - later.landmarks).mean() < 3.0  # alignment after the gap unchanged
+    later = FaceAnalyzer(smooth=False).analyze(frames[11])
+    assert np.abs(recs[11].landmarks - later.landmarks).mean() < 3.0  # alignment after the gap unchanged
 
 
 def _two_faces(frame: np.ndarray) -> np.ndarray:

@@ -164,3 +164,12 @@ def test_bisenet_checkpoint_without_batch_counters_loads(tmp_path):
     torch.save(trimmed, path)
     with pytest.raises(CheckpointError, match=r"1 missing keys \(first: cp.resnet.conv1.weight\)"):
         load_bisenet(path)
+
+
+def test_default_blend_mode_has_one_definition():
+    from musetalk.face import default_blend_mode
+    from musetalk.realtime.avatar import PrepareSettings
+
+    assert default_blend_mode("v1.5") == "jaw" and default_blend_mode("v1.0") == "raw"
+    for version in ("v1.5", "v1.0"):
+        assert PrepareSettings().resolved(version).blend_mode == default_blend_mode(version)

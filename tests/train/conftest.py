@@ -14,8 +14,9 @@ TINY_SYNCNET = ("syncnet.config={audio: {in_channels: 1, block_out_channels: [8,
 
 
 def tiny_overrides(models: Path, data: Path, out: Path, *extra: str) -> list[str]:
-    """Overrides for a seconds-long CPU run: 64 px crops, narrow VGG, constant lr, no warm-up."""
-    return [f"models_dir={models}", f"data_dir={data}", f"output_dir={out}", "init_unet=null",
+    """Overrides for a seconds-long CPU run: 64 px crops, narrow random VGG (and SyncNet), constant lr, no
+    warm-up."""
+    return [f"models_dir={models}", f"data_dir={data}", f"output_dir={out}", "init_unet=null", "allow_random_aux=true",
             "solver.gradient_checkpointing=false", "solver.lr_warmup_steps=0", "solver.lr_scheduler=constant",
             "data.min_face_size=0", "data.image_size=64", "loss.vgg_width_divisor=8", "loss.resize_to=64",
             "loss.pyramid_scales=[1, 0.5]", "validation_frames=4", "log_steps=1", *extra]
