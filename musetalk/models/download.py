@@ -35,10 +35,15 @@ FACE_PARSING_FILES = [
     for n in ("79999_iter.pth", "resnet18-5c106cde.pth")
 ]
 
+TAESD_FILES = [  # the optional tiny decoder (--decoder tiny)
+    HubFile("madebyollin/taesd", n, f"taesd/{n}", required=False)
+    for n in ("config.json", "diffusion_pytorch_model.safetensors")
+]
+
 
 def files_for(versions: tuple[str, ...], face_parsing: bool) -> list[HubFile]:
     files = [f for v in versions for f in MUSETALK_FILES[v]] + SHARED_FILES
-    return files + (FACE_PARSING_FILES if face_parsing else [])
+    return files + (FACE_PARSING_FILES if face_parsing else []) + TAESD_FILES
 
 
 def hub_reachable(timeout: float = 5.0) -> bool:

@@ -37,10 +37,3 @@ def encode(vae: AutoencoderKL, images: torch.Tensor) -> torch.Tensor:
     images = images.to(device=vae.device, dtype=vae.dtype)
     return vae.config.scaling_factor * vae.encode(images).latent_dist.mean
 
-
-@torch.inference_mode()
-def decode_to_uint8(vae: AutoencoderKL, latents: torch.Tensor) -> np.ndarray:
-    """Scaled latents (N, 4, h, w) -> uint8 (N, 8h, 8w, 3) RGB, rounded as the official code does."""
-    image = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
-    image = (image.float() / 2 + 0.5).clamp(0, 1)
-    return (image.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
