@@ -21,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--version", choices=VERSIONS, default="v1.5", help="model version (default: v1.5)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--fp16", action="store_true", help="half precision (GPU)")
+    p.add_argument("--decoder", choices=("vae", "tiny"), default="vae",
+                   help="latent decoder: the official sd-vae, or TAESD (taesd/ in the models folder), faster")
     p.add_argument("--batch-size", type=int, default=16, help="most frames per model call, over all sessions")
     p.add_argument("--lookahead", type=float, default=None,
                    help="seconds of audio after a frame's window before it is rendered (default 0.4)")
@@ -41,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
 
     device = args.device or default_device()
     dtype = torch.float16 if args.fp16 else torch.float32
-    mt = MuseTalk.from_pretrained(args.models, version=args.version, device=device, dtype=dtype)
+    mt = MuseTalk.from_pretrained(args.models, version=args.version, device=device, dtype=dtype,
+                                  decoder=args.decoder)
     store = AvatarStore(args.avatars, mt, parser=load_face_parser(args.models, device=device))
     lookahead = DEFAULT_LOOKAHEAD_S if args.lookahead is None else args.lookahead
     with Engine(mt, batch_size=args.batch_size, lookahead_s=lookahead) as engine:

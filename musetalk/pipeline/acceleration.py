@@ -50,15 +50,21 @@ class Acceleration:
     def uses_channels_last(self, device: torch.device) -> bool:
         return device.type == "cuda" if self.channels_last is None else self.channels_last
 
+    def batch_rows(self, count: int) -> int:
+        """Rows a batch of ``count`` frames runs with: the static batch size, or ``count`` without one."""
+        if self.static_batch is None:
+            return count
+        if count > self.static_batch:
+            raise MuseTalkError(f"a batch of {count} frames exceeds the static batch size {self.static_batch}")
+        return self.static_batch
+
     @property
     def torch_compile_mode(self) -> str:
         return _TORCH_COMPILE_MODES[self.compile]
 
 
 def pad_batch(tensor: torch.Tensor, size: int) -> torch.Tensor:
-    """Append zero rows to ``tensor`` (B, ...) up to ``size`` rows; larger batches are an error."""
-    if len(tensor) > size:
-        raise MuseTalkError(f"a batch of {len(tensor)} frames exceeds the static batch size {size}")
+    """Append zero rows to ``tensor`` (B, ...) up to ``size`` >= B rows."""
     if len(tensor) == size:
         return tensor
     return torch.cat([tensor, tensor.new_zeros((size - len(tensor), *tensor.shape[1:]))])

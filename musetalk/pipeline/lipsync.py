@@ -184,12 +184,12 @@ class MuseTalk:
         if isinstance(prompts, torch.Tensor):
             prompts = prompts.detach().to("cpu", torch.float32).numpy()
         count = len(latents)
-        rows = self.accel.static_batch or count
+        rows = self.accel.batch_rows(count)
         slot = self._ring.next(rows)
         with self.busy():
             encoded = add_positional_encoding(slot.upload_prompts(prompts, self.device, self.dtype))
             latents = latents.to(device=self.device, dtype=self.dtype)
-            if self.accel.static_batch:
+            if rows > count:
                 latents, encoded = pad_batch(latents, rows), pad_batch(encoded, rows)
             if self.accel.uses_channels_last(self.device):
                 latents = latents.contiguous(memory_format=torch.channels_last)

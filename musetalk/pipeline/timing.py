@@ -36,6 +36,10 @@ class DeviceBusy:
 
     def __init__(self, device: torch.device) -> None:
         self.cuda = device.type == "cuda"
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the spans measured so far (a new run starts)."""
         self.cpu_seconds = 0.0
         self.events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
         self.first: float | None = None
