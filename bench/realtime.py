@@ -101,7 +101,7 @@ async def run_round(url: str, pcm: bytes, sessions: int, chunk_ms: int, fps: flo
 def start_server(args: argparse.Namespace, models: Path, avatars: Path, port: int) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "musetalk.cli.main", "-q", "serve", "--models", str(models), "--avatars",
            str(avatars), "--port", str(port), "--device", args.device, "--batch-size", str(args.batch_size),
-           "--lookahead", str(args.lookahead)] + (["--fp16"] if args.fp16 else [])
+           "--lookahead", str(args.lookahead), "--decoder", args.decoder] + (["--fp16"] if args.fp16 else [])
     proc = subprocess.Popen(cmd, cwd=ROOT)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -241,6 +241,7 @@ def main() -> None:
     parser.add_argument("--size", choices=("tiny", "full"), default="tiny")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--fp16", action="store_true")
+    parser.add_argument("--decoder", choices=("vae", "tiny"), default="vae", help="latent decoder of the server")
     parser.add_argument("--avatar", default=str(MEDIA / "musk.png"), help="video or photo (default musk.png)")
     parser.add_argument("--avatar-frames", type=int, default=50, help="frames of a video avatar to prepare")
     parser.add_argument("--audio", default=str(MEDIA / "sun.wav"))
