@@ -25,7 +25,7 @@ from ..models.positional import add_positional_encoding
 from ..models.unet import load_unet
 from ..models.vae import CROP_SIZE, crops_to_tensor, encode, load_vae
 from ..models.whisper import load_whisper
-from .acceleration import Acceleration, HostRing, HostSlot, pad_batch, resolve_dtype
+from .acceleration import Acceleration, HostRing, HostSlot, pad_batch
 from .timing import DeviceBusy
 
 log = logging.getLogger(__name__)
@@ -117,13 +117,14 @@ class MuseTalk:
         models_dir: str | os.PathLike | None = None,
         version: str = "v1.5",
         device: str | torch.device = "cpu",
-        dtype: torch.dtype | None = None,
+        dtype: torch.dtype = torch.float32,
         decoder: str = "vae",
         accel: Acceleration | None = None,
     ) -> "MuseTalk":
         """Load the official files from ``models_dir`` (default ``$MUSETALK_MODELS`` or ``./models``).
 
-        dtype: None is float16 on CUDA, float32 elsewhere. decoder: "vae" (sd-vae, the official output) or
+        dtype: ``resolve_dtype("auto", device)`` gives the fast default (float16 on CUDA, what ``dub`` uses).
+        decoder: "vae" (sd-vae, the official output) or
         "tiny" (TAESD from ``taesd/``, much faster, softer detail). accel: see :class:`Acceleration`.
         """
         if decoder not in DECODERS:
@@ -131,7 +132,6 @@ class MuseTalk:
         paths = model_paths(models_dir, version).require()
         taesd_dir = paths.require_taesd() if decoder == "tiny" else None
         device = torch.device(device)
-        dtype = dtype or resolve_dtype("auto", device)
         if device.type == "cpu" and dtype != torch.float32:
             log.warning("%s on CPU is emulated and very slow; float32 is recommended", dtype)
         log.info("loading MuseTalk %s from %s on %s (%s, %s decoder)", version, paths.root, device, dtype, decoder)
