@@ -166,3 +166,13 @@ def test_cuda_fast_path_close_to_cpu(tiny_models, tiny_musetalk, inputs, compile
     got = gpu.generate_latents(*inputs)
     assert np.abs(got.astype(int) - expected.astype(int)).mean() <= 12
     assert 0.0 < gpu.busy.busy_seconds()
+
+
+def test_download_fetches_taesd_as_an_optional_group():
+    from musetalk.models.download import files_for
+
+    taesd = [(f.repo, f.filename, f.target, f.required) for f in files_for(("v1.5",), face_parsing=False)
+             if f.target.startswith("taesd/")]
+    assert taesd == [("madebyollin/taesd", "config.json", "taesd/config.json", False),
+                     ("madebyollin/taesd", "diffusion_pytorch_model.safetensors",
+                      "taesd/diffusion_pytorch_model.safetensors", False)]
