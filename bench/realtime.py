@@ -241,7 +241,7 @@ def main() -> None:
     parser.add_argument("--size", choices=("tiny", "full"), default="tiny")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--fp16", action="store_true")
-    parser.add_argument("--decoder", choices=("vae", "tiny"), default="vae", help="latent decoder of the server")
+    parser.add_argument("--decoder", choices=("vae", "tiny"), default="tiny", help="latent decoder of the server")
     parser.add_argument("--avatar", default=str(MEDIA / "musk.png"), help="video or photo (default musk.png)")
     parser.add_argument("--avatar-frames", type=int, default=50, help="frames of a video avatar to prepare")
     parser.add_argument("--audio", default=str(MEDIA / "sun.wav"))

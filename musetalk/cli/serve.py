@@ -21,8 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--version", choices=VERSIONS, default="v1.5", help="model version (default: v1.5)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--fp16", action="store_true", help="half precision (GPU)")
-    p.add_argument("--decoder", choices=("vae", "tiny"), default="vae",
-                   help="latent decoder: the official sd-vae, or TAESD (taesd/ in the models folder), faster")
+    p.add_argument("--decoder", choices=("vae", "tiny"), default="tiny",
+                   help="latent decoder: TAESD (taesd/ in the models folder; default: ~12x cheaper decode, so "
+                        "lower latency and more sessions) or the official sd-vae (finer detail)")
     p.add_argument("--batch-size", type=int, default=16, help="most frames per model call, over all sessions")
     p.add_argument("--lookahead", type=float, default=None,
                    help="seconds of audio after a frame's window before it is rendered (default 0.4)")
