@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from typing import Iterator
 
 import torch
@@ -40,8 +40,8 @@ class DeviceBusy:
 
     def reset(self) -> None:
         """Forget the spans measured so far (a new run starts)."""
-        self.cpu_seconds = 0.0
-        self.events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+        self.seconds = 0.0
+        self.events: deque[tuple[torch.cuda.Event, torch.cuda.Event]] = deque()
         self.first: float | None = None
         self.last: float | None = None
 
@@ -56,12 +56,19 @@ class DeviceBusy:
                 yield
             finally:
                 end.record()
+                self._fold_finished()
                 self.events.append((start, end))
         else:
             try:
                 yield
             finally:
-                self.cpu_seconds += time.perf_counter() - now
+                self.seconds += time.perf_counter() - now
+
+    def _fold_finished(self) -> None:
+        """Add the spans the device has finished to ``seconds``: a long-lived server keeps few events."""
+        while self.events and self.events[0][1].query():
+            start, end = self.events.popleft()
+            self.seconds += start.elapsed_time(end) / 1000.0
 
     def mark_done(self) -> None:
         """Note the wall-clock time results of the last span arrived (end of the measured window)."""
@@ -69,11 +76,10 @@ class DeviceBusy:
 
     def busy_seconds(self) -> float:
         """Seconds of device work so far (waits for the recorded CUDA work to finish)."""
-        if not self.cuda:
-            return self.cpu_seconds
         if self.events:
             self.events[-1][1].synchronize()
-        return sum(start.elapsed_time(end) for start, end in self.events) / 1000.0
+            self._fold_finished()
+        return self.seconds
 
     def window_seconds(self) -> float:
         return 0.0 if self.first is None or self.last is None else self.last - self.first
