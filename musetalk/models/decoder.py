@@ -49,4 +49,4 @@ def images_to_uint8(images: torch.Tensor) -> torch.Tensor:
     """Images (N, 3, H, W) in [-1, 1] -> uint8 (N, H, W, 3) RGB on the same device, rounded as the
     official code does (in float32)."""
     scaled = (images.float() / 2 + 0.5).clamp(0, 1) * 255
-    return scaled.round().to(torch.uint8).permute(0, 2, 3, 1)
+    return scaled.round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
