@@ -3,7 +3,7 @@
 Streaming, in-process, bounded memory:
 
     decode + face analysis + crop  (thread)  ->  encode latents + generate in batches  (caller's thread)
-                                             ->  paste-back + video encode  (thread)
+                                             ->  paste-back (3 threads) + video encode in order  (thread)
 
 The generator keeps two batches on the model device: batch k+1 is queued before the faces of batch k
 are awaited, so a GPU stays busy while the CPU threads work (``DubResult.device_idle_fraction``).
@@ -19,6 +19,7 @@ import os
 import queue
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,6 +43,7 @@ from .timing import StageTimer
 log = logging.getLogger(__name__)
 
 BLEND_MODES = {"v1.5": "jaw", "v1.0": "raw"}
+PASTE_THREADS = 3  # paste-back threads (OpenCV releases the GIL); frames are still encoded in order
 
 
 @dataclass
@@ -267,15 +269,21 @@ class _Dubber:
             item.face = face
 
     def composite(self, item: _Item) -> np.ndarray:
+        """The output frame of ``item``: its generated face pasted back, or the source frame without a face."""
         if item.face is None:
-            self.frames_without_face += 1
             return item.frame
         with self.timer("paste"):
             mask = self._mask(item)
-            if self.options.debug_overlay and self.faces_found == 0:
-                _save_image(self.options.debug_overlay, draw_debug_overlay(item.frame, item.record, mask))
-            self.faces_found += 1
             return paste_face(item.frame, item.face, item.record, mask, colour_match=self.options.colour_match)
+
+    def _count(self, item: _Item) -> None:
+        """Count faces in frame order; the first face frame gives the debug overlay."""
+        if item.face is None:
+            self.frames_without_face += 1
+            return
+        if self.options.debug_overlay and self.faces_found == 0:
+            _save_image(self.options.debug_overlay, draw_debug_overlay(item.frame, item.record, self._mask(item)))
+        self.faces_found += 1
 
     def _mask(self, item: _Item) -> BlendMask:
         """Blend mask of the item's source frame; the last one is kept (a photo needs just one), no more,
@@ -287,17 +295,28 @@ class _Dubber:
         return self._last_mask[1]
 
     def write(self, done: queue.Queue, writer: VideoWriter, bar: tqdm, stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                item = done.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            if item is _DONE:
-                return
-            frame = self.composite(item)
-            with self.timer("video encode"):
-                writer.write(frame)
-            bar.update(1)
+        """Paste-back on :data:`PASTE_THREADS` threads, video encode on this one, frames in order."""
+        with ThreadPoolExecutor(max_workers=PASTE_THREADS, thread_name_prefix="paste") as pool:
+            pasting: deque[Future] = deque()
+            while not stop.is_set():
+                try:
+                    item = done.get(timeout=0.1)
+                except queue.Empty:
+                    item = None
+                if item is _DONE:
+                    break
+                if item is not None:
+                    self._count(item)
+                    pasting.append(pool.submit(self.composite, item))
+                while pasting and (item is None or pasting[0].done() or len(pasting) > 2 * PASTE_THREADS):
+                    self._encode(pasting.popleft().result(), writer, bar)
+            while pasting and not stop.is_set():
+                self._encode(pasting.popleft().result(), writer, bar)
+
+    def _encode(self, frame: np.ndarray, writer: VideoWriter, bar: tqdm) -> None:
+        with self.timer("video encode"):
+            writer.write(frame)
+        bar.update(1)
 
     def run(self, path: Path) -> None:
         with self.timer("audio features"):
