@@ -23,7 +23,7 @@ demo: setup
 
 # What bench/gpu.sh needs on a bare GPU machine (carry wheels/ and bench/media/, both git-ignored).
 gpu-wheels:
-	$(PIP) download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 		-d wheels/gpu -r bench/gpu-wheels.txt
 	du -sh wheels/gpu
