@@ -87,7 +87,7 @@ def realtime_step(dry: bool, models: Path, media: Path) -> Step:
     bench = [sys.executable, str(ROOT / "bench" / "realtime.py"), "--models", str(models), "--max-p95", "0.2",
              "--audio", str(media / "speech.wav")]
     if dry:
-        return Step("realtime", bench + ["--device", "cpu", "--sessions", "1", "--seconds", "1"], 180)
+        return Step("realtime", bench + ["--device", "cpu", "--sessions", "1", "--seconds", "1"], 400)
     return Step("realtime", bench + ["--device", "cuda", "--fp16", "--decoder", "tiny",
                                      "--sessions", "1,2,4,8,12,16,24,32,48"], 120)
 

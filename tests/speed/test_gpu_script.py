@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_dry_run_writes_both_reports(tmp_path):
     env = {**os.environ, "PYTHON": sys.executable}
     done = subprocess.run([str(ROOT / "bench" / "gpu.sh"), "--dry", str(tmp_path)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=1200)
+                          capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads((tmp_path / "gpu-report.json").read_text())
     steps = {s["name"]: s for s in report["steps"]}
