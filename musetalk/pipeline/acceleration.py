@@ -85,7 +85,7 @@ class HostSlot:
         """float32 (B, 50, 384) -> the device, through the pinned buffer (non-blocking on CUDA)."""
         staged = self.prompts[: len(prompts)]
         staged.copy_(torch.from_numpy(np.ascontiguousarray(prompts, dtype=np.float32)))
-        return staged.to(device=device, dtype=dtype, non_blocking=True)
+        return staged.to(device=device, non_blocking=True).to(dtype)  # cast on the device, not on the host
 
     def download_faces(self, faces: torch.Tensor, count: int) -> None:
         """Start copying the first ``count`` faces (uint8 (B, H, W, 3) on the device) into the buffer."""
