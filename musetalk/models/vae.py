@@ -23,9 +23,10 @@ def load_vae(folder: Path, device: str | torch.device, dtype: torch.dtype) -> Au
     return vae.to(device).eval().requires_grad_(False)
 
 
-def crops_to_tensor(crops: np.ndarray, mask_lower_half: bool) -> torch.Tensor:
-    """uint8 (N, 256, 256, 3) RGB -> float32 (N, 3, 256, 256) in [-1, 1]; masked rows 128.. become -1."""
-    x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float() / 255.0
+def crops_to_tensor(crops: np.ndarray, mask_lower_half: bool, device: str | torch.device = "cpu") -> torch.Tensor:
+    """uint8 (N, 256, 256, 3) RGB -> float32 (N, 3, 256, 256) in [-1, 1] on ``device``; masked rows 128.. become
+    -1. The uint8 crops travel (a quarter of the float bytes); the conversion runs on ``device``."""
+    x = torch.from_numpy(np.ascontiguousarray(crops)).to(device).permute(0, 3, 1, 2).float() / 255.0
     if mask_lower_half:
         x[:, :, x.shape[2] // 2 :, :] = 0.0
     return (x - 0.5) / 0.5

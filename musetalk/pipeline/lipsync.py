@@ -161,7 +161,7 @@ class MuseTalk:
         found = [self.cache.get(k) for k in keys]
         todo = [i for i, v in enumerate(found) if v is None]
         if todo:
-            fresh = encode(self.vae, crops_to_tensor(crops[todo], mask_lower_half=masked))
+            fresh = encode(self.vae, crops_to_tensor(crops[todo], mask_lower_half=masked, device=self.device))
             for i, latent in zip(todo, fresh):
                 self.cache.put(keys[i], latent)
                 found[i] = latent
