@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)
 def test_dry_run_writes_both_reports(tmp_path):
     env = {**os.environ, "PYTHON": sys.executable}
     done = subprocess.run([str(ROOT / "bench" / "gpu.sh"), "--dry", str(tmp_path)], cwd=ROOT, env=env,
