@@ -3,7 +3,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test demo clean
+.PHONY: setup test demo clean gpu-wheels gpu-media
 
 setup: $(STAMP)
 
@@ -20,6 +20,16 @@ test: setup
 demo: setup
 	$(VENV)/bin/musetalk download --if-missing
 	$(VENV)/bin/musetalk dub ../shared/media/sun.mp4 ../shared/media/sun.wav -o demo.mp4
+
+# What bench/gpu.sh needs on a bare GPU machine (carry wheels/ and bench/media/, both git-ignored).
+gpu-wheels:
+	python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		-d wheels/gpu -r bench/gpu-wheels.txt
+	du -sh wheels/gpu
+
+gpu-media: setup
+	$(PY) bench/gpu_media.py bench/media
 
 clean:
 	rm -rf $(VENV)

@@ -159,7 +159,7 @@ def start_server(args: argparse.Namespace, models: Path, avatars: Path, port: in
     cmd = [sys.executable, "-m", "musetalk.cli.main", "-q", "serve", "--models", str(models), "--avatars",
            str(avatars), "--port", str(port), "--device", args.device, "--batch-size", str(args.batch_size),
            "--lookahead", str(args.lookahead), "--max-sessions", str(max(args.sessions)),
-           "--latency-budget-ms", str(args.budget_ms)] + (["--fp16"] if args.fp16 else [])
+           "--latency-budget-ms", str(args.budget_ms), "--decoder", args.decoder] + (["--fp16"] if args.fp16 else [])
     proc = subprocess.Popen(cmd, cwd=ROOT)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -328,6 +328,7 @@ def main() -> None:
     parser.add_argument("--size", choices=("tiny", "full"), default="tiny")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--fp16", action="store_true")
+    parser.add_argument("--decoder", choices=("vae", "tiny"), default="tiny", help="latent decoder of the server")
     parser.add_argument("--avatar", default=str(MEDIA / "musk.png"), help="video or photo (default musk.png)")
     parser.add_argument("--avatar-frames", type=int, default=50, help="frames of a video avatar to prepare")
     parser.add_argument("--audio", default=str(MEDIA / "sun.wav"))

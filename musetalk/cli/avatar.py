@@ -25,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     prep.add_argument("--models", help=f"models folder (default: ${MODELS_ENV} or ./models)")
     prep.add_argument("--version", choices=VERSIONS, default="v1.5", help="model version (default: v1.5)")
     prep.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    prep.add_argument("--decoder", choices=("vae", "tiny"), default="vae",
+                      help="latent decoder the avatar will be served with (tiny checks taesd/ is there)")
     prep.add_argument("--max-frames", type=int, default=None, help="use only the first N frames of a video")
     prep.add_argument("--bbox-shift", type=int, default=0, help="v1.0 only: move the mask boundary (pixels)")
     prep.add_argument("--extra-margin", type=int, default=10, help="v1.5: pixels added below the chin (default 10)")
@@ -53,7 +55,7 @@ def run_prepare(args: argparse.Namespace) -> int:
     from ..realtime.avatar import AvatarStore, PrepareSettings
 
     device = args.device or default_device()
-    mt = MuseTalk.from_pretrained(args.models, version=args.version, device=device)
+    mt = MuseTalk.from_pretrained(args.models, version=args.version, device=device, decoder=args.decoder)
     store = AvatarStore(args.avatars, mt, parser=load_face_parser(args.models, device=device))
     settings = PrepareSettings(bbox_shift=args.bbox_shift, extra_margin=args.extra_margin, max_frames=args.max_frames)
     avatar = store.prepare(args.source, args.name, settings, progress=_log_progress, force=args.force)

@@ -43,8 +43,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--models", help=f"models folder in the official layout (default: ${ENV_VAR} or ./models)")
     p.add_argument("--version", choices=VERSIONS, default="v1.5", help="MuseTalk checkpoint version")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
-    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
-                   help="model precision (half precision needs a GPU)")
+    p.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"), default="auto",
+                   help="model precision: auto is float16 on CUDA, float32 on CPU (half precision needs a GPU)")
+    p.add_argument("--decoder", choices=("vae", "tiny"), default="vae",
+                   help="latent decoder: the official sd-vae, or TAESD (taesd/ in the models folder): "
+                        "several times faster, softer fine detail")
+    p.add_argument("--compile", choices=("off", "compile", "cudagraphs"), default="off",
+                   help="torch.compile the model step (cudagraphs: also capture it as a CUDA graph); "
+                        "batches are padded to --batch-size")
     p.add_argument("--batch-size", type=int, default=8, help="frames generated per UNet/VAE call")
     p.add_argument("--bbox-shift", type=int, default=0,
                    help="v1.0 only: move the mask boundary down (+) or up (-) in pixels; v1.5 ignores it")
@@ -77,7 +83,8 @@ def options_from_args(args: argparse.Namespace):
     from ..pipeline.dub import DubOptions
 
     return DubOptions(
-        models=args.models, version=args.version, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
+        models=args.models, version=args.version, device=args.device, dtype=args.dtype, decoder=args.decoder,
+        compile=args.compile, batch_size=args.batch_size,
         bbox_shift=args.bbox_shift, extra_margin=args.extra_margin, fps=args.fps, crf=args.crf, start=args.start,
         end=args.end, smooth=not args.no_smooth, debug_overlay=args.debug_overlay, silence_still=args.silence_still,
         blend=args.blend, colour_match=args.colour_match, face_index=args.face_index, progress=not args.quiet,

@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--version", choices=VERSIONS, default="v1.5", help="model version (default: v1.5)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--fp16", action="store_true", help="half precision (GPU)")
+    p.add_argument("--decoder", choices=("vae", "tiny"), default="tiny",
+                   help="latent decoder: TAESD (taesd/ in the models folder; default: ~12x cheaper decode, so "
+                        "lower latency and more sessions) or the official sd-vae (finer detail)")
     p.add_argument("--batch-size", type=int, default=16, help="most frames per model call, over all sessions")
     p.add_argument("--lookahead", type=float, default=None,
                    help="default seconds of audio after a frame's window before it is rendered (default 0.4; "
@@ -74,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
 
     device = args.device or default_device()
     dtype = torch.float16 if args.fp16 else torch.float32
-    mt = MuseTalk.from_pretrained(args.models, version=args.version, device=device, dtype=dtype)
+    mt = MuseTalk.from_pretrained(args.models, version=args.version, device=device, dtype=dtype,
+                                  decoder=args.decoder)
     store = AvatarStore(args.avatars, mt, parser=load_face_parser(args.models, device=device),
                         cache_mb=args.avatar_cache_mb)
     access = AccessPolicy(access_token(args.token, args.host, args.port), tuple(args.allow_origin))

@@ -36,6 +36,11 @@ FACE_PARSING_FILES = [
     for n in ("79999_iter.pth", "resnet18-5c106cde.pth")
 ]
 
+TAESD_FILES = [  # the optional tiny decoder (--decoder tiny)
+    HubFile("madebyollin/taesd", n, f"taesd/{n}", required=False)
+    for n in ("config.json", "diffusion_pytorch_model.safetensors")
+]
+
 
 # Networks of training and evaluation, by option of ``musetalk download``: ``--train`` the torchvision ImageNet
 # VGG19 (perceptual loss) and LatentSync's SyncNet (sync loss), ``--eval`` SyncNet v2 (LSE-C/LSE-D).
@@ -48,7 +53,8 @@ EXTRA_FILES = {
 
 def files_for(versions: tuple[str, ...], face_parsing: bool, extras: tuple[str, ...] = ()) -> list[HubFile]:
     files = [f for v in versions for f in MUSETALK_FILES[v]] + SHARED_FILES
-    return files + (FACE_PARSING_FILES if face_parsing else []) + [f for e in extras for f in EXTRA_FILES[e]]
+    return (files + (FACE_PARSING_FILES if face_parsing else []) + TAESD_FILES
+            + [f for e in extras for f in EXTRA_FILES[e]])
 
 
 def hub_reachable(timeout: float = 5.0) -> bool:

@@ -7,6 +7,7 @@ models/
   sd-vae/config.json, diffusion_pytorch_model.bin
   whisper/config.json, pytorch_model.bin, preprocessor_config.json
   face-parse-bisent/79999_iter.pth, resnet18-5c106cde.pth   (optional)
+  taesd/config.json, diffusion_pytorch_model.safetensors     (optional tiny decoder)
 ```
 UNet and VAE weights may also be ``.safetensors`` files with the same stem.
 """
@@ -82,6 +83,21 @@ class ModelPaths:
     @property
     def face_parsing_weights(self) -> Path:
         return self.root / "face-parse-bisent" / "79999_iter.pth"
+
+    @property
+    def taesd_dir(self) -> Path:
+        return self.root / "taesd"
+
+    def require_taesd(self) -> Path:
+        """The tiny decoder's folder, or a one-line :class:`ModelFilesError` naming the missing files."""
+        missing = [name for name in ("config.json", "diffusion_pytorch_model.safetensors")
+                   if not (self.taesd_dir / name).is_file()]
+        if missing:
+            raise ModelFilesError(
+                f"tiny decoder files missing in {self.taesd_dir}/: {', '.join(missing)}; run "
+                f"`musetalk download --models {self.root}` (fetches taesd/) or use --decoder vae"
+            )
+        return self.taesd_dir
 
     def missing(self) -> list[str]:
         """Required files that are absent, as paths relative to the models folder."""

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
 from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
 
 UNET_FULL = dict(
@@ -49,6 +49,14 @@ VAE_FULL = dict(
 )
 VAE_TINY = {**VAE_FULL, "block_out_channels": [16, 16, 32, 32], "layers_per_block": 1, "norm_num_groups": 8}
 
+TAESD_FULL = dict(  # madebyollin/taesd
+    encoder_block_out_channels=[64, 64, 64, 64], decoder_block_out_channels=[64, 64, 64, 64],
+    num_encoder_blocks=[1, 3, 3, 3], num_decoder_blocks=[3, 3, 3, 1], latent_channels=4, scaling_factor=1.0,
+)
+TAESD_TINY = {**TAESD_FULL, "encoder_block_out_channels": [16, 16, 16, 16],
+              "decoder_block_out_channels": [16, 16, 16, 16], "num_encoder_blocks": [1, 1, 1, 1],
+              "num_decoder_blocks": [1, 1, 1, 1]}
+
 WHISPER_FULL = dict(d_model=384, encoder_layers=4, encoder_attention_heads=6, encoder_ffn_dim=1536,
                     decoder_layers=4, decoder_attention_heads=6, decoder_ffn_dim=1536, num_mel_bins=80)
 WHISPER_TINY = {**WHISPER_FULL, "decoder_layers": 1, "decoder_ffn_dim": 64, "vocab_size": 64,
@@ -85,6 +93,14 @@ def write_vae(root: Path, size: str = "tiny", seed: int = 0, safe_serialization:
     vae.save_pretrained(root / "sd-vae", safe_serialization=safe_serialization)
 
 
+def write_taesd(root: Path, size: str = "tiny", seed: int = 0) -> Path:
+    """Random TAESD weights as on the hub: ``taesd/config.json`` + ``diffusion_pytorch_model.safetensors``."""
+    torch.manual_seed(seed)
+    folder = Path(root) / "taesd"
+    AutoencoderTiny(**(TAESD_TINY if size == "tiny" else TAESD_FULL)).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
 def write_whisper(root: Path, size: str = "tiny", seed: int = 0) -> None:
     torch.manual_seed(seed)
     model = WhisperModel(WhisperConfig(**(WHISPER_TINY if size == "tiny" else WHISPER_FULL)))
@@ -113,10 +129,11 @@ def write_face_parser(root: Path, seed: int = 0) -> Path:
 
 def write_random_models(root: str | Path, size: str = "tiny", versions=("v1.5", "v1.0"),
                         weights_format: str = "pth", seed: int = 0) -> Path:
-    """A complete models folder with random weights: both UNet versions, sd-vae, whisper. Returns ``root``."""
+    """A complete models folder with random weights: both UNet versions, sd-vae, taesd, whisper. Returns ``root``."""
     root = Path(root)
     for i, version in enumerate(versions):
         write_unet(root, version, size, weights_format, seed + i)
     write_vae(root, size, seed, safe_serialization=weights_format == "safetensors")
+    write_taesd(root, size, seed)
     write_whisper(root, size, seed)
     return root

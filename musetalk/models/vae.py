@@ -31,9 +31,11 @@ def mask_lower_half(images: torch.Tensor) -> torch.Tensor:
     return masked
 
 
-def crops_to_tensor(crops: np.ndarray, masked: bool) -> torch.Tensor:
-    """uint8 (N, 256, 256, 3) RGB -> float32 (N, 3, 256, 256) in [-1, 1]; ``masked``: rows 128.. become -1."""
-    x = (torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float() / 255.0 - 0.5) / 0.5
+def crops_to_tensor(crops: np.ndarray, masked: bool, device: str | torch.device = "cpu") -> torch.Tensor:
+    """uint8 (N, 256, 256, 3) RGB -> float32 (N, 3, 256, 256) in [-1, 1] on ``device``; ``masked``: rows 128..
+    become -1. The uint8 crops travel (a quarter of the float bytes); the conversion runs on ``device``."""
+    x = torch.from_numpy(np.ascontiguousarray(crops)).to(device).permute(0, 3, 1, 2).float() / 255.0
+    x = (x - 0.5) / 0.5
     return mask_lower_half(x) if masked else x
 
 
@@ -44,10 +46,3 @@ def encode(vae: AutoencoderKL, images: torch.Tensor) -> torch.Tensor:
     images = images.to(device=vae.device, dtype=vae.dtype)
     return vae.config.scaling_factor * vae.encode(images).latent_dist.mean
 
-
-@torch.inference_mode()
-def decode_to_uint8(vae: AutoencoderKL, latents: torch.Tensor) -> np.ndarray:
-    """Scaled latents (N, 4, h, w) -> uint8 (N, 8h, 8w, 3) RGB, rounded as the official code does."""
-    image = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
-    image = (image.float() / 2 + 0.5).clamp(0, 1)
-    return (image.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)

@@ -3,7 +3,10 @@
 Streaming, in-process, bounded memory:
 
     decode + face analysis + crop  (thread)  ->  encode latents + generate in batches  (caller's thread)
-                                             ->  paste-back + video encode  (thread)
+                                             ->  paste-back (3 threads) + video encode in order  (thread)
+
+The generator keeps two batches on the model device: batch k+1 is queued before the faces of batch k
+are awaited, so a GPU stays busy while the CPU threads work (``DubResult.device_idle_fraction``).
 
 Output frame count = floor(audio seconds x fps) with the source's true fps; frames without a face are
 passed through in place; the mp4 is written beside OUT and renamed only when complete.
@@ -16,6 +19,7 @@ import os
 import queue
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,24 +35,35 @@ from ..errors import AudioError, FaceError, MuseTalkError
 from ..face import (BlendMask, FaceAnalyzer, FaceRecord, crop_face, default_blend_mode, draw_debug_overlay,
                     make_blend_mask, paste_face)
 from ..video import VideoWriter, atomic_output
-from .lipsync import MuseTalk
+from .acceleration import Acceleration, resolve_dtype
+from .lipsync import MuseTalk, PendingFaces
 from .memory import map_large_buffers
-from .source import SourceInfo, describe_source, source_frames
+from .source import RecordedFaces, SourceInfo, describe_source, source_frames
 from .timing import StageTimer
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+PASTE_THREADS = 3  # paste-back threads (OpenCV releases the GIL); frames are still encoded in order
 
 
 @dataclass
 class DubOptions:
-    """Settings of one dub; defaults are the official ones where the official tool has them."""
+    """Settings of one dub; defaults are the official ones where the official tool has them.
+
+    dtype "auto" is float16 on CUDA, float32 elsewhere; decoder "vae" (official) or "tiny" (TAESD);
+    compile "off", "compile" or "cudagraphs" (batches then padded to ``batch_size``); video_encoder
+    "auto" uses h264_nvenc where it works; face_records: an ``.npz`` of :func:`musetalk.face.save_records`
+    for the source's frames, used instead of face analysis.
+    """
 
     models: str | None = None
     version: str = "v1.5"
     device: str = "cpu"
-    dtype: str = "float32"
+    dtype: str = "auto"
+    decoder: str = "vae"
+    compile: str = "off"
+    video_encoder: str = "auto"
+    face_records: str | None = None
     batch_size: int = 8
     bbox_shift: int = 0
     extra_margin: int = 10
@@ -75,6 +90,9 @@ class DubResult:
     frames_without_face: int
     seconds: float
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    device_busy_seconds: float = 0.0
+    device_idle_fraction: float = 0.0
+    video_encoder: str = ""
 
     @property
     def frames_per_second(self) -> float:
@@ -106,9 +124,12 @@ def load_speech(path: str | os.PathLike, start: float = 0.0, end: float | None =
 
 
 def load_model(options: DubOptions) -> MuseTalk:
-    if options.dtype not in DTYPES:
-        raise MuseTalkError(f"unknown --dtype {options.dtype!r}: choose one of {', '.join(DTYPES)}")
-    return MuseTalk.from_pretrained(options.models, options.version, options.device, DTYPES[options.dtype])
+    """The model as the options say; batches are padded to ``batch_size`` when compiled or on CUDA."""
+    device = torch.device(options.device)
+    static = options.compile != "off" or device.type == "cuda"
+    accel = Acceleration(static_batch=max(1, options.batch_size) if static else None, compile=options.compile)
+    return MuseTalk.from_pretrained(options.models, options.version, device, resolve_dtype(options.dtype, device),
+                                    options.decoder, accel)
 
 
 class Prompts:
@@ -183,13 +204,18 @@ class _Dubber:
         self.fps = float(source.fps)
         self.timer = StageTimer()
         self.total = frame_count(len(speech.mono16k), self.fps)
-        self.analyzer = FaceAnalyzer(version=options.version, bbox_shift=options.bbox_shift,
-                                     extra_margin=options.extra_margin, smooth=options.smooth,
-                                     face_index=options.face_index, fps=self.fps)
+        self.analyze = RecordedFaces(options.face_records) if options.face_records else self._analyzer()
         self.parser = self._face_parser()
         self._last_mask: tuple[int, BlendMask] | None = None
         self.faces_found = 0
         self.frames_without_face = 0
+        self.video_encoder = ""
+
+    def _analyzer(self) -> Callable[[np.ndarray], FaceRecord]:
+        analyzer = FaceAnalyzer(version=self.options.version, bbox_shift=self.options.bbox_shift,
+                                extra_margin=self.options.extra_margin, smooth=self.options.smooth,
+                                face_index=self.options.face_index, fps=self.fps)
+        return analyzer.analyze
 
     def _face_parser(self):
         """BiSeNet parser for ``blend="parsing"``; None for the landmark mask."""
@@ -209,7 +235,7 @@ class _Dubber:
 
     def _analyze(self, frame: np.ndarray) -> FaceRecord:
         with self.timer("face analysis"):
-            return self.analyzer.analyze(frame)
+            return self.analyze(frame)
 
     def items(self) -> Iterator[_Item]:
         gaps = self.analyzer.gap_filler((self.source.height, self.source.width, 3))
@@ -221,30 +247,45 @@ class _Dubber:
                 crop = crop_face(frame, record) if record.found else None
             yield _Item(i, source_index, frame, record, crop)
 
-    def generate(self, batch: list[_Item], prompts: Prompts) -> None:
+    def launch(self, batch: list[_Item], prompts: Prompts) -> PendingFaces | None:
+        """Queue the batch's faces on the model device; None when no frame of it has a face."""
         with_face = [item for item in batch if item.crop is not None]
         if not with_face:
-            return
+            return None
         crops = np.stack([item.crop for item in with_face])
-        with self.timer("encode latents"):
+        with self.timer("encode latents"), self.model.busy():
             latents = self.model.unet_input(crops, crops)
         with self.timer("audio prompts"):
             batch_prompts = prompts[np.array([item.index for item in with_face])]
         with self.timer("generate"):
-            faces = self.model.generate_latents(latents, batch_prompts)
-        for item, face in zip(with_face, faces):
+            return self.model.launch(latents, batch_prompts)
+
+    def collect(self, batch: list[_Item], pending: PendingFaces | None) -> None:
+        """Wait for the faces of a launched batch and attach them to its items."""
+        if pending is None:
+            return
+        with self.timer("generate"):
+            faces = pending.result()
+        self.model.busy.mark_done()
+        for item, face in zip([item for item in batch if item.crop is not None], faces):
             item.face = face
 
     def composite(self, item: _Item) -> np.ndarray:
+        """The output frame of ``item``: its generated face pasted back, or the source frame without a face."""
         if item.face is None:
-            self.frames_without_face += 1
             return item.frame
         with self.timer("paste"):
             mask = self._mask(item)
-            if self.options.debug_overlay and self.faces_found == 0:
-                _save_image(self.options.debug_overlay, draw_debug_overlay(item.frame, item.record, mask))
-            self.faces_found += 1
             return paste_face(item.frame, item.face, item.record, mask, colour_match=self.options.colour_match)
+
+    def _count(self, item: _Item) -> None:
+        """Count faces in frame order; the first face frame gives the debug overlay."""
+        if item.face is None:
+            self.frames_without_face += 1
+            return
+        if self.options.debug_overlay and self.faces_found == 0:
+            _save_image(self.options.debug_overlay, draw_debug_overlay(item.frame, item.record, self._mask(item)))
+        self.faces_found += 1
 
     def _mask(self, item: _Item) -> BlendMask:
         """Blend mask of the item's source frame; the last one is kept (a photo needs just one), no more,
@@ -256,17 +297,28 @@ class _Dubber:
         return self._last_mask[1]
 
     def write(self, done: queue.Queue, writer: VideoWriter, bar: tqdm, stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                item = done.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            if item is _DONE:
-                return
-            frame = self.composite(item)
-            with self.timer("video encode"):
-                writer.write(frame)
-            bar.update(1)
+        """Paste-back on :data:`PASTE_THREADS` threads, video encode on this one, frames in order."""
+        with ThreadPoolExecutor(max_workers=PASTE_THREADS, thread_name_prefix="paste") as pool:
+            pasting: deque[Future] = deque()
+            while not stop.is_set():
+                try:
+                    item = done.get(timeout=0.1)
+                except queue.Empty:
+                    item = None
+                if item is _DONE:
+                    break
+                if item is not None:
+                    self._count(item)
+                    pasting.append(pool.submit(self.composite, item))
+                while pasting and (item is None or pasting[0].done() or len(pasting) > 2 * PASTE_THREADS):
+                    self._encode(pasting.popleft().result(), writer, bar)
+            while pasting and not stop.is_set():
+                self._encode(pasting.popleft().result(), writer, bar)
+
+    def _encode(self, frame: np.ndarray, writer: VideoWriter, bar: tqdm) -> None:
+        with self.timer("video encode"):
+            writer.write(frame)
+        bar.update(1)
 
     def run(self, path: Path) -> None:
         with self.timer("audio features"):
@@ -277,8 +329,10 @@ class _Dubber:
         stop = threading.Event()
         bar = tqdm(total=self.total, unit="frame", desc="dub", disable=not self.options.progress)
         with VideoWriter(path, self.source.width, self.source.height, self.source.fps, crf=self.options.crf,
-                         audio=self.speech.native, audio_rate=self.speech.native_rate) as writer, \
+                         audio=self.speech.native, audio_rate=self.speech.native_rate,
+                         encoder=self.options.video_encoder) as writer, \
                 ThreadPoolExecutor(max_workers=2, thread_name_prefix="dub") as pool:
+            self.video_encoder = writer.encoder
             producer = pool.submit(_produce, self.items(), ready, stop)
             consumer = pool.submit(self.write, done, writer, bar, stop)
             try:
@@ -294,7 +348,9 @@ class _Dubber:
 
     def _generate_loop(self, ready: queue.Queue, done: queue.Queue, prompts: Prompts, batch_size: int,
                        consumer: Future) -> None:
+        """Batches of ``batch_size`` items; each is launched before the previous one is collected."""
         batch: list[_Item] = []
+        in_flight: tuple[list[_Item], PendingFaces | None] | None = None
         finished = False
         while not finished:
             item = ready.get()
@@ -302,11 +358,19 @@ class _Dubber:
             if not finished:
                 batch.append(item)
             if batch and (finished or len(batch) == batch_size):
-                self.generate(batch, prompts)
-                for ready_item in batch:
-                    _put_checked(done, ready_item, consumer)
-                batch = []
+                launched = (batch, self.launch(batch, prompts))
+                if in_flight is not None:
+                    self._hand_over(*in_flight, done, consumer)
+                in_flight, batch = launched, []
+        if in_flight is not None:
+            self._hand_over(*in_flight, done, consumer)
         _put_checked(done, _DONE, consumer)
+
+    def _hand_over(self, batch: list[_Item], pending: PendingFaces | None, done: queue.Queue,
+                   consumer: Future) -> None:
+        self.collect(batch, pending)
+        for item in batch:
+            _put_checked(done, item, consumer)
 
 
 def _put_checked(q: queue.Queue, item, consumer: Future) -> None:
@@ -340,6 +404,7 @@ def dub(source: str | os.PathLike, audio: str | os.PathLike, output: str | os.Pa
     if total == 0:
         raise AudioError(f"{audio} is shorter than one video frame at {float(info.fps):.3f} fps")
     model = model or load_model(options)
+    model.busy.reset()
     dubber = _Dubber(model, options, info, speech)
     log.info("dubbing %s (%dx%d, %.3f fps) with %s: %d frames", source, info.width, info.height,
              float(info.fps), audio, total)
@@ -347,7 +412,8 @@ def dub(source: str | os.PathLike, audio: str | os.PathLike, output: str | os.Pa
         dubber.run(tmp)
         elapsed = time.perf_counter() - started
         result = DubResult(str(output), total, float(info.fps), speech.seconds, dubber.frames_without_face,
-                           elapsed, dubber.timer.as_dict())
+                           elapsed, dubber.timer.as_dict(), round(model.busy.busy_seconds(), 4),
+                           round(model.busy.idle_fraction(), 4), dubber.video_encoder)
         if options.stats:
             write_stats(Path(options.stats), result, options)
     log.info("wrote %s: %d frames in %.1f s (%.2f frames/s)", output, total, elapsed, result.frames_per_second)

@@ -1,6 +1,6 @@
 """``MuseTalk``: audio features and one-step generation of the lower face, the API everything builds on.
 
-    mt = MuseTalk.from_pretrained(models_dir=None, version="v1.5", device="cpu", dtype=torch.float32)
+    mt = MuseTalk.from_pretrained(models_dir=None, version="v1.5", device="cpu", decoder="vae")
     feats = mt.audio_features("speech.wav", fps=25)   # float32 (T, 50, 384), before positional encoding
     faces = mt.generate(crops, feats)                  # uint8 (N, 256, 256, 3) RGB -> same shape/dtype/order
 """
@@ -20,14 +20,18 @@ from ..audio.features import frame_windows, whisper_hidden_states
 from ..audio.load import load_audio
 from ..errors import MuseTalkError
 from ..models.layout import model_paths
+from ..models.decoder import DECODERS, LatentDecoder, images_to_uint8, load_tiny_decoder, vae_decoder
 from ..models.positional import add_positional_encoding
 from ..models.unet import load_unet
-from ..models.vae import CROP_SIZE, crops_to_tensor, decode_to_uint8, encode, load_vae
+from ..models.vae import CROP_SIZE, crops_to_tensor, encode, load_vae
 from ..models.whisper import load_whisper
+from .acceleration import Acceleration, HostRing, HostSlot, pad_batch
+from .timing import DeviceBusy
 
 log = logging.getLogger(__name__)
 
 CROP_SHAPE = (CROP_SIZE, CROP_SIZE, 3)
+PROMPT_SHAPE = (50, 384)
 
 
 def _check_crops(crops: np.ndarray, name: str) -> np.ndarray:
@@ -69,8 +73,21 @@ class LatentCache:
 
 
 @dataclass
+class PendingFaces:
+    """The faces of one launched batch on their way to the host; :meth:`result` waits for them."""
+
+    slot: HostSlot
+    count: int
+
+    def result(self) -> np.ndarray:
+        """uint8 (count, 256, 256, 3) RGB."""
+        return self.slot.faces_ready(self.count)
+
+
+@dataclass
 class MuseTalk:
-    """Frozen VAE + whisper encoder + MuseTalk UNet on one device and dtype."""
+    """Frozen VAE (encoder; decoder unless ``decoder`` says otherwise) + whisper encoder + MuseTalk UNet
+    on one device and dtype, run as ``accel`` says."""
 
     unet: torch.nn.Module
     vae: torch.nn.Module
@@ -80,6 +97,19 @@ class MuseTalk:
     dtype: torch.dtype
     version: str = "v1.5"
     cache: LatentCache = field(default_factory=LatentCache)
+    decoder: LatentDecoder | None = None
+    accel: Acceleration = field(default_factory=Acceleration)
+
+    def __post_init__(self) -> None:
+        self.decoder = self.decoder or vae_decoder(self.vae)
+        self.busy = DeviceBusy(self.device)
+        self._ring = HostRing(PROMPT_SHAPE, CROP_SHAPE, self.device)
+        if self.accel.uses_channels_last(self.device):
+            self.unet.to(memory_format=torch.channels_last)
+            self.decoder.network.to(memory_format=torch.channels_last)
+        self._forward = self._render
+        if self.accel.compile != "off":
+            self._forward = torch.compile(self._render, mode=self.accel.torch_compile_mode, dynamic=False)
 
     @classmethod
     def from_pretrained(
@@ -88,17 +118,29 @@ class MuseTalk:
         version: str = "v1.5",
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
+        decoder: str = "vae",
+        accel: Acceleration | None = None,
     ) -> "MuseTalk":
-        """Load the official files from ``models_dir`` (default ``$MUSETALK_MODELS`` or ``./models``)."""
+        """Load the official files from ``models_dir`` (default ``$MUSETALK_MODELS`` or ``./models``).
+
+        dtype: ``resolve_dtype("auto", device)`` gives the fast default (float16 on CUDA, what ``dub`` uses).
+        decoder: "vae" (sd-vae, the official output) or
+        "tiny" (TAESD from ``taesd/``, much faster, softer detail). accel: see :class:`Acceleration`.
+        """
+        if decoder not in DECODERS:
+            raise MuseTalkError(f"unknown decoder {decoder!r}: choose one of {', '.join(DECODERS)}")
         paths = model_paths(models_dir, version).require()
+        taesd_dir = paths.require_taesd() if decoder == "tiny" else None
         device = torch.device(device)
         if device.type == "cpu" and dtype != torch.float32:
             log.warning("%s on CPU is emulated and very slow; float32 is recommended", dtype)
-        log.info("loading MuseTalk %s from %s on %s (%s)", version, paths.root, device, dtype)
+        log.info("loading MuseTalk %s from %s on %s (%s, %s decoder)", version, paths.root, device, dtype, decoder)
         unet = load_unet(paths.unet_config, paths.unet_weights, device, dtype)
         vae = load_vae(paths.vae_dir, device, dtype)
+        latent_decoder = load_tiny_decoder(taesd_dir, device, dtype) if taesd_dir else vae_decoder(vae)
         whisper, extractor = load_whisper(paths.whisper_dir, device, dtype)
-        return cls(unet, vae, whisper, extractor, device, dtype, version)
+        return cls(unet, vae, whisper, extractor, device, dtype, version, decoder=latent_decoder,
+                   accel=accel or Acceleration())
 
     def audio_features(self, audio: str | os.PathLike | np.ndarray, fps: float = 25.0) -> np.ndarray:
         """Speech (a file, or float samples at 16 kHz) -> float32 (T, 50, 384), T = floor(seconds x fps).
@@ -119,7 +161,7 @@ class MuseTalk:
         found = [self.cache.get(k) for k in keys]
         todo = [i for i, v in enumerate(found) if v is None]
         if todo:
-            fresh = encode(self.vae, crops_to_tensor(crops[todo], masked=masked))
+            fresh = encode(self.vae, crops_to_tensor(crops[todo], masked=masked, device=self.device))
             for i, latent in zip(todo, fresh):
                 self.cache.put(keys[i], latent)
                 found[i] = latent
@@ -129,14 +171,38 @@ class MuseTalk:
         """(N, 8, 32, 32): masked-crop latents then reference latents along channels."""
         return torch.cat([self.encode_crops(crops, masked=True), self.encode_crops(references, masked=False)], dim=1)
 
+    def _render(self, latents: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
+        """UNet input (B, 8, 32, 32) + encoded prompts (B, 50, 384) -> uint8 faces (B, 256, 256, 3) on the device."""
+        timestep = torch.zeros((), device=latents.device, dtype=torch.long)
+        predicted = self.unet(latents, timestep, encoder_hidden_states=prompts).sample
+        return images_to_uint8(self.decoder.to_images(predicted))
+
     @torch.inference_mode()
+    def launch(self, latents: torch.Tensor, prompts: np.ndarray | torch.Tensor) -> PendingFaces:
+        """Queue one step on the device without waiting: UNet input (B, 8, 32, 32) and prompts
+        float32 (B, 50, 384) -> :class:`PendingFaces`. Up to two batches may be in flight at once."""
+        if isinstance(prompts, torch.Tensor):
+            prompts = prompts.detach().to("cpu", torch.float32).numpy()
+        count = len(latents)
+        rows = self.accel.batch_rows(count)
+        slot = self._ring.next(rows)
+        with self.busy():
+            encoded = add_positional_encoding(slot.upload_prompts(prompts, self.device, self.dtype))
+            latents = latents.to(device=self.device, dtype=self.dtype)
+            if rows > count:
+                latents, encoded = pad_batch(latents, rows), pad_batch(encoded, rows)
+            if self.accel.uses_channels_last(self.device):
+                latents = latents.contiguous(memory_format=torch.channels_last)
+            if self.accel.compile == "cudagraphs":
+                torch.compiler.cudagraph_mark_step_begin()
+            slot.download_faces(self._forward(latents, encoded), count)
+        return PendingFaces(slot, count)
+
     def generate_latents(self, latents: torch.Tensor, prompts: np.ndarray | torch.Tensor) -> np.ndarray:
         """One step: UNet input (B, 8, 32, 32) and prompts (B, 50, 384) -> uint8 faces (B, 256, 256, 3) RGB."""
-        prompts = torch.as_tensor(prompts).to(device=self.device, dtype=self.dtype)
-        prompts = add_positional_encoding(prompts)
-        timestep = torch.zeros((), device=self.device, dtype=torch.long)
-        predicted = self.unet(latents.to(self.dtype), timestep, encoder_hidden_states=prompts).sample
-        return decode_to_uint8(self.vae, predicted)
+        faces = self.launch(latents, prompts).result()
+        self.busy.mark_done()
+        return faces
 
     def generate(
         self,

@@ -5,6 +5,8 @@ Frames are numpy uint8 (H, W, 3) RGB. Frame rates are exact ``Fraction``s (29.97
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -18,7 +20,10 @@ import numpy as np
 
 from ..errors import VideoError
 
+log = logging.getLogger(__name__)
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+H264_ENCODERS = ("auto", "libx264", "h264_nvenc")
 
 
 def is_image(path: str | os.PathLike) -> bool:
@@ -115,6 +120,38 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+@functools.lru_cache(maxsize=None)
+def nvenc_available() -> bool:
+    """Whether PyAV has ``h264_nvenc`` and it opens here (it needs an NVIDIA GPU and driver)."""
+    if "h264_nvenc" not in av.codecs_available:
+        return False
+    context = av.CodecContext.create("h264_nvenc", "w")
+    context.width, context.height, context.pix_fmt = 256, 256, "yuv420p"
+    context.time_base = Fraction(1, 25)
+    try:
+        context.open()
+    except av.error.FFmpegError as exc:
+        log.info("h264_nvenc present but unusable here (%s): encoding with libx264", exc.strerror)
+        return False
+    return True
+
+
+def choose_h264_encoder(name: str, width: int, height: int) -> str:
+    """``auto``: ``h264_nvenc`` when it works here and the size is even, else ``libx264``."""
+    if name not in H264_ENCODERS:
+        raise VideoError(f"unknown video encoder {name!r}: choose one of {', '.join(H264_ENCODERS)}")
+    if name != "auto":
+        return name
+    return "h264_nvenc" if not (width % 2 or height % 2) and nvenc_available() else "libx264"
+
+
+def _encoder_options(encoder: str, crf: int, preset: str) -> dict[str, str]:
+    """libx264: CRF and its preset; NVENC: the matching constant-quality rate control, fast preset."""
+    if encoder == "h264_nvenc":
+        return {"rc": "vbr", "cq": str(crf), "preset": "p3"}
+    return {"crf": str(crf), "preset": preset}
+
+
 class VideoWriter:
     """H.264 (yuv420p, CRF) plus optional AAC audio in one mp4. Frames: uint8 (H, W, 3) RGB of a fixed size.
 
@@ -122,12 +159,14 @@ class VideoWriter:
     width/height, so those are encoded as yuv444p (H.264 High 4:4:4) instead of being cropped or padded.
     Audio (float32 (N,) or (N, C) in [-1, 1] at ``audio_rate`` Hz) starts at t = 0, is interleaved with
     the video as frames arrive (memory stays flat) and is written in full, whatever the video length.
+    encoder: ``libx264``, ``h264_nvenc`` or ``auto`` (NVENC where it works, see :func:`choose_h264_encoder`).
     """
 
     AUDIO_BLOCK = 1024
 
     def __init__(self, path: str | os.PathLike, width: int, height: int, fps: Fraction | float, crf: int = 18,
-                 audio: np.ndarray | None = None, audio_rate: int = 16000, preset: str = "veryfast") -> None:
+                 audio: np.ndarray | None = None, audio_rate: int = 16000, preset: str = "veryfast",
+                 encoder: str = "libx264") -> None:
         self.path = Path(path)
         self.size = (width, height)
         self.fps = Fraction(fps).limit_denominator(100000)
@@ -135,11 +174,12 @@ class VideoWriter:
             self.container = av.open(str(self.path), mode="w", format="mp4")
         except (av.error.FFmpegError, OSError) as exc:
             raise VideoError(f"cannot write {self.path}: {exc}") from None
-        self.stream = self.container.add_stream("h264", rate=self.fps)
+        self.encoder = choose_h264_encoder(encoder, width, height)
+        self.stream = self.container.add_stream(self.encoder, rate=self.fps)
         self.stream.width = width
         self.stream.height = height
         self.stream.pix_fmt = "yuv444p" if width % 2 or height % 2 else "yuv420p"
-        self.stream.options = {"crf": str(crf), "preset": preset}
+        self.stream.options = _encoder_options(self.encoder, crf, preset)
         self.stream.time_base = 1 / self.fps
         self.frames_written = 0
         self._audio = None
