@@ -24,12 +24,46 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="most frames per model call, over all sessions")
     p.add_argument("--lookahead", type=float, default=None,
                    help="seconds of audio after a frame's window before it is rendered (default 0.4)")
+    p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                   help="serve on Ray Serve: a local instance, or the cluster at ADDRESS (then the command "
+                        "returns and the cluster keeps serving; run it again to change --replicas)")
+    p.add_argument("--replicas", type=int, default=1, help="with --ray: replicas, each one engine on one GPU")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
+    if args.ray is not None:
+        return run_on_ray(args)
     import uvicorn
+
+    app = build_app(args)
+    log.info("serving on http://%s:%d/", args.host, args.port)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    finally:
+        app.state.engine.close()
+    return 0
+
+
+def run_on_ray(args: argparse.Namespace) -> int:
+    """``--ray``: deploy ``--replicas`` replicas of this server on Ray Serve."""
+    import functools
+    import threading
+
+    from ..distributed.serve import ReplicaOptions, deploy
+
+    deploy(functools.partial(build_app, args), ReplicaOptions(replicas=args.replicas), args.ray or None,
+           args.host, args.port)
+    print(f"{args.replicas} replicas serving on http://{args.host}:{args.port}/"
+          + ("" if args.ray else " (local Ray instance; Ctrl-C stops it)"))
+    if not args.ray:
+        threading.Event().wait()
+    return 0
+
+
+def build_app(args: argparse.Namespace):
+    """The server's FastAPI application (its engine in ``app.state.engine``), as ``args`` say."""
+    import torch
 
     from ..face import load_face_parser
     from ..pipeline.lipsync import MuseTalk
@@ -44,8 +78,8 @@ def run(args: argparse.Namespace) -> int:
     mt = MuseTalk.from_pretrained(args.models, version=args.version, device=device, dtype=dtype)
     store = AvatarStore(args.avatars, mt, parser=load_face_parser(args.models, device=device))
     lookahead = DEFAULT_LOOKAHEAD_S if args.lookahead is None else args.lookahead
-    with Engine(mt, batch_size=args.batch_size, lookahead_s=lookahead) as engine:
-        app = create_app(store, engine)
-        log.info("serving %d avatars from %s on http://%s:%d/", len(store.names()), store.root, args.host, args.port)
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
-    return 0
+    engine = Engine(mt, batch_size=args.batch_size, lookahead_s=lookahead)
+    app = create_app(store, engine)
+    app.state.engine = engine
+    log.info("%d avatars from %s", len(store.names()), store.root)
+    return app

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import time
 from collections import deque
 from dataclasses import astuple, dataclass, fields, replace
 from pathlib import Path
@@ -72,7 +73,8 @@ def part_url(job: Job, index: int) -> str:
 
 class BatchRun:
     """One run of ``jobs`` on the cluster. ``running`` maps each busy worker's pid to its task's row
-    (updated as the run goes; it shows which process works on what)."""
+    (updated as the run goes; it shows which process works on what); ``first_ready_at`` is the
+    ``time.perf_counter()`` when the first worker had loaded its models."""
 
     def __init__(self, jobs: list[Job], options: DubOptions, cluster: ClusterOptions) -> None:
         self.jobs = jobs
@@ -83,6 +85,7 @@ class BatchRun:
         self._chunked: dict[int, _Chunked] = {}
         self._attempts: dict[int, int] = {}
         self._bar: tqdm | None = None
+        self.first_ready_at: float | None = None
 
     def run(self) -> list[JobResult]:
         """Run every job; returns one result per job, in row order."""
@@ -162,8 +165,7 @@ class BatchRun:
             else:
                 inflight[worker.ready.remote()] = (worker, None)
 
-    @staticmethod
-    def _welcome(ray, ref, worker, idle: deque, pids: dict) -> None:
+    def _welcome(self, ray, ref, worker, idle: deque, pids: dict) -> None:
         """A worker finished loading its models (or died doing so: then it is dropped)."""
         try:
             info: WorkerInfo = ray.get(ref)
@@ -173,6 +175,7 @@ class BatchRun:
         except ray.exceptions.RayTaskError as exc:
             raise exc.cause from None
         log.info("worker %s ready (%s)", info.name, info.device)
+        self.first_ready_at = self.first_ready_at or time.perf_counter()
         pids[worker] = info.pid
         idle.append(worker)
 

@@ -18,6 +18,10 @@ from musetalk.distributed.batch import BatchRun, ClusterOptions, jobs_from_rows,
 from musetalk.pipeline.dub import DubOptions
 from musetalk.video import probe, read_frames
 
+import soundfile as sf
+
+from tests.dub.conftest import write_clip
+
 from .conftest import DUB_SECONDS
 
 pytestmark = pytest.mark.slow
@@ -91,3 +95,31 @@ def test_six_jobs_once_each_despite_a_killed_worker_bad_rows_alone_rerun_skips(r
         table = list(csv.DictReader(f))
     assert [(t["row"], t["status"], t["output"], t["error"]) for t in table] == [
         (str(k + 1), "skipped", str(tmp_path / "out" / f"dub{k}.mp4"), "") for k in range(6)]
+
+
+def test_long_dub_in_chunks_equals_the_one_process_dub(ray_local, tmp_path, tiny_models, sun18, media):
+    from musetalk.face import FaceAnalyzer
+    from musetalk.pipeline.dub import dub
+
+    source = write_clip(tmp_path / "long.mp4", sun18[:12])
+    audio = tmp_path / "speech.wav"
+    samples, rate = sf.read(media / "sun.wav", dtype="float32")
+    sf.write(audio, samples[: int(rate * 0.48)], rate)  # 12 frames: chunks of 5, 5 and 2
+    options = DubOptions(models=str(tiny_models), progress=False, crf=0)
+    dub(source, audio, tmp_path / "whole.mp4", options)
+    # tracking warms up from frame 0 here (the default overlap's convergence: test_chunks.py)
+    cluster = ClusterOptions(workers=2, cpus_per_worker=1, chunk_seconds=0.2, overlap_frames=10)
+    rows = [{"source": str(source), "audio": str(audio), "output": "chunked.mp4"}]
+    (result,) = run_jobs_on_ray(rows, tmp_path, options, cluster, tmp_path / "summary.csv")
+
+    assert (result.status, result.frames, result.attempts) == ("done", 12, 5)  # length, 3 chunks, join
+    whole, chunked = tmp_path / "whole.mp4", tmp_path / "chunked.mp4"
+    assert probe(chunked).fps == probe(whole).fps
+    a, b = (np.stack(list(read_frames(p))).astype(np.int16) for p in (whole, chunked))
+    assert a.shape == b.shape == (12, 768, 576, 3)
+    x1, y1, x2, y2 = FaceAnalyzer().analyze(sun18[0]).crop_box
+    face_diff = np.abs(a - b)[:, y1:y2, x1:x2].mean(axis=(1, 2, 3))
+    assert face_diff.max() < 2, face_diff
+    (wa, ra), (ca, rc) = decode_audio(whole), decode_audio(chunked)
+    assert ra == rc and wa.shape == ca.shape and np.abs(wa - ca).max() < 1e-4
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
