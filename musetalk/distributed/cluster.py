@@ -27,10 +27,10 @@ def connect(address: str | None = None, **local_options):
     """Join the Ray cluster at ``address`` or start a local instance (``local_options`` go to
     ``ray.init``: num_cpus, num_gpus, ...); already connected is fine. Returns the ``ray`` module."""
     ray = import_ray()
-    if ray.is_initialized():
-        return ray
     if address and address != "auto":
         _check_reachable(address)
+    if ray.is_initialized():
+        return ray
     try:
         if address:
             ray.init(address=address, log_to_driver=False)
