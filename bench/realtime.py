@@ -253,7 +253,7 @@ def main() -> None:
     parser.add_argument("--max-p95", type=float, default=0.2, help="p95 latency bound of 'real time' (s)")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--feature-diff", action="store_true", help="only measure streamed vs offline prompts")
-    parser.add_argument("--lookaheads", default="0,0.2,0.4,1.0", help="look-aheads for --feature-diff")
+    parser.add_argument("--lookaheads", default="0,0.1,0.2,0.4,0.8", help="look-aheads for --feature-diff")
     args = parser.parse_args()
     args.sessions = [int(k) for k in args.sessions.split(",")]
     args.lookaheads = [float(v) for v in args.lookaheads.split(",")]

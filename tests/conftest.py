@@ -33,3 +33,11 @@ def tiny_musetalk(tiny_models):
 
     torch.manual_seed(0)
     return MuseTalk.from_pretrained(tiny_models, version="v1.5")
+
+
+@pytest.fixture(scope="session")
+def synthesizer():
+    """A :class:`musetalk.speech.Synthesizer` with the bundled Piper voice (en_US-joe-medium)."""
+    from musetalk.speech import Synthesizer
+
+    return Synthesizer()

@@ -31,7 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=_HelpFormatter,
     )
     p.add_argument("source", nargs="?", help="talking-head video (mp4, mov, mkv, ...) or photo (png, jpg, ...)")
-    p.add_argument("audio", nargs="?", help="speech: wav, flac, mp3, m4a, or a video with an audio track")
+    p.add_argument("audio", nargs="?", help="speech: wav, flac, mp3, m4a, or a video with an audio track "
+                                             "(or --text)")
+    p.add_argument("--text", help="speak this text instead of AUDIO (offline speech synthesis, at most 1000 "
+                                  "characters)")
+    p.add_argument("--voice", help="with --text: Piper voice .onnx (its .onnx.json beside it; default: the "
+                                   "bundled en_US-joe-medium voice)")
     p.add_argument("-o", "--output", help="output mp4 (written beside as a temporary file, renamed when complete)")
     p.add_argument("--jobs", metavar="CSV", help="run many dubs with one model load: a CSV with columns "
                                                   "source,audio,output; existing outputs are skipped")
@@ -95,11 +100,44 @@ def run(args: argparse.Namespace) -> int:
         if args.source or args.audio or args.output:
             raise MuseTalkError("give either --jobs CSV or SOURCE AUDIO -o OUTPUT, not both")
         return run_jobs(Path(args.jobs), options)
+    if args.text is not None:
+        return run_text(args, options)
     if not (args.source and args.audio and args.output):
         raise MuseTalkError("usage: musetalk dub SOURCE AUDIO -o OUTPUT.mp4 (or --jobs jobs.csv); see --help")
+    if args.voice:
+        raise MuseTalkError("--voice goes with --text: give --text \"...\" instead of AUDIO, or drop --voice")
     result = dub(args.source, args.audio, args.output, options)
+    print_result(result)
+    return 0
+
+
+def print_result(result) -> None:
     print(f"{result.output}: {result.frames} frames at {result.fps:g} fps, {result.audio_seconds:.2f} s of audio, "
           f"{result.frames_per_second:.2f} frames/s")
+
+
+def run_text(args: argparse.Namespace, options) -> int:
+    """``dub SOURCE --text "..." -o OUT``: the text synthesised to a 16 kHz WAV (in a temporary folder) drives
+    the dub in place of AUDIO."""
+    import tempfile
+
+    import soundfile
+
+    from ..pipeline.dub import dub
+    from ..speech import SAMPLE_RATE, Synthesizer, check_text
+
+    if args.audio:
+        raise MuseTalkError(f"give exactly one of AUDIO ({args.audio}) or --text, not both: musetalk dub SOURCE "
+                            f"--text \"...\" -o OUTPUT.mp4")
+    if not (args.source and args.output):
+        raise MuseTalkError("usage: musetalk dub SOURCE --text \"...\" -o OUTPUT.mp4; see --help")
+    text = check_text(args.text)
+    samples = Synthesizer(args.voice).synthesize(text)
+    with tempfile.TemporaryDirectory(prefix="musetalk-speech-") as folder:
+        wav = Path(folder) / "speech.wav"
+        soundfile.write(wav, samples, SAMPLE_RATE, subtype="FLOAT")
+        result = dub(args.source, wav, args.output, options)
+    print_result(result)
     return 0
 
 

@@ -10,7 +10,7 @@ import sys
 
 from ..errors import MuseTalkError
 
-COMMANDS = ("download", "dub", "avatar", "serve", "train", "eval", "face_debug")
+COMMANDS = ("download", "dub", "say", "avatar", "serve", "train", "eval", "face_debug")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,10 +4,13 @@ from __future__ import annotations
 import argparse
 import logging
 
+from ..errors import MuseTalkError
 from ..models.layout import ENV_VAR as MODELS_ENV
 from ..models.layout import VERSIONS
 
 log = logging.getLogger(__name__)
+
+DEFAULT_BUDGET_MS = 200.0  # the real-time bound of bench/realtime.py (p95 < 200 ms)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +26,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fp16", action="store_true", help="half precision (GPU)")
     p.add_argument("--batch-size", type=int, default=16, help="most frames per model call, over all sessions")
     p.add_argument("--lookahead", type=float, default=None,
-                   help="seconds of audio after a frame's window before it is rendered (default 0.4)")
+                   help="default seconds of audio after a frame's window before it is rendered (default 0.4; "
+                        "a client may choose its own with the lookahead query parameter)")
+    p.add_argument("--latency-budget-ms", type=float, default=DEFAULT_BUDGET_MS,
+                   help="a frame not out this long after its due time is skipped (default %(default)g)")
+    p.add_argument("--max-sessions", type=int, default=None,
+                   help="speaking sessions admitted (default: measured by a short calibration at start-up)")
+    p.add_argument("--token", default=None,
+                   help="access token for everything but the page and /health (default: $MUSETALK_TOKEN; generated "
+                        "and logged when --host is not a loopback address)")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="another origin (scheme://host:port, or *) whose pages may use the server; repeatable")
+    p.add_argument("--max-upload-mb", type=float, default=500.0, help="largest avatar upload in MB (default: 500)")
+    p.add_argument("--avatar-cache-mb", type=float, default=1024.0,
+                   help="memory for loaded avatar frames, masks and latents, least recently used out (default: 1024)")
     p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
                    help="serve on Ray Serve: a local instance, or the cluster at ADDRESS (then the command "
                         "returns and the cluster keeps serving; run it again to change --replicas)")
@@ -31,7 +47,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def access_token(given: str | None, host: str, port: int) -> str | None:
+    """``given``, else ``$MUSETALK_TOKEN``, else a new token when ``host`` is reachable from other machines
+    (its URL logged at warning level so it is seen), else None."""
+    import os
+
+    from ..realtime.access import ENV_VAR, is_loopback, new_token
+
+    token = given or os.environ.get(ENV_VAR) or None
+    if token is None and not is_loopback(host):
+        token = new_token()
+        log.warning("listening on %s without --token: generated one; open the page at http://%s:%d/?token=%s",
+                    host, host, port, token)
+    return token
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.max_sessions is not None and args.max_sessions < 1:
+        raise MuseTalkError(f"--max-sessions must be at least 1, got {args.max_sessions}")
+    if args.latency_budget_ms <= 0:
+        raise MuseTalkError(f"--latency-budget-ms must be positive, got {args.latency_budget_ms:g}")
     if args.ray is not None:
         return run_on_ray(args)
     import uvicorn
@@ -46,14 +81,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_on_ray(args: argparse.Namespace) -> int:
-    """``--ray``: deploy ``--replicas`` replicas of this server on Ray Serve."""
+    """``--ray``: deploy ``--replicas`` replicas of this server on Ray Serve (one token for all)."""
     import functools
     import threading
 
     from ..distributed.serve import ReplicaOptions, deploy
 
-    deploy(functools.partial(build_app, args), ReplicaOptions(replicas=args.replicas), args.ray or None,
-           args.host, args.port)
+    args.token = access_token(args.token, args.host, args.port)
+    replicas = ReplicaOptions(replicas=args.replicas, sessions=args.max_sessions or ReplicaOptions.sessions)
+    deploy(functools.partial(build_app, args), replicas, args.ray or None, args.host, args.port)
     print(f"{args.replicas} replicas serving on http://{args.host}:{args.port}/"
           + ("" if args.ray else " (local Ray instance; Ctrl-C stops it)"))
     if not args.ray:
@@ -67,6 +103,8 @@ def build_app(args: argparse.Namespace):
 
     from ..face import load_face_parser
     from ..pipeline.lipsync import MuseTalk
+    from ..realtime.access import AccessPolicy
+    from ..realtime.admission import calibrate
     from ..realtime.avatar import AvatarStore
     from ..realtime.engine import Engine
     from ..realtime.server import create_app
@@ -76,10 +114,15 @@ def build_app(args: argparse.Namespace):
     device = args.device or default_device()
     dtype = torch.float16 if args.fp16 else torch.float32
     mt = MuseTalk.from_pretrained(args.models, version=args.version, device=device, dtype=dtype)
-    store = AvatarStore(args.avatars, mt, parser=load_face_parser(args.models, device=device))
+    store = AvatarStore(args.avatars, mt, parser=load_face_parser(args.models, device=device),
+                        cache_mb=args.avatar_cache_mb)
+    access = AccessPolicy(access_token(args.token, args.host, args.port), tuple(args.allow_origin))
     lookahead = DEFAULT_LOOKAHEAD_S if args.lookahead is None else args.lookahead
-    engine = Engine(mt, batch_size=args.batch_size, lookahead_s=lookahead)
-    app = create_app(store, engine)
+    budget = args.latency_budget_ms / 1000
+    capacity = args.max_sessions or calibrate(mt, args.batch_size, budget)
+    engine = Engine(mt, batch_size=args.batch_size, lookahead_s=lookahead, latency_budget_s=budget,
+                    capacity=capacity)
+    app = create_app(store, engine, access, max_upload_mb=args.max_upload_mb)
     app.state.engine = engine
     log.info("%d avatars from %s", len(store.names()), store.root)
     return app

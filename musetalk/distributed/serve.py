@@ -28,11 +28,17 @@ REPLICA_HEADER = b"x-musetalk-replica"
 @dataclass(frozen=True)
 class ReplicaOptions:
     """How many replicas, what each asks of the cluster (one GPU each when the cluster has GPUs, else
-    ``cpus``), and how many requests (sessions and HTTP calls together) one takes at once."""
+    ``cpus``), and the sessions one replica's engine admits (its requests in flight are capped a little
+    above, so HTTP calls pass beside full engines and a session too many meets the engine's 1013)."""
 
     replicas: int = 1
     cpus: float = 1.0
-    max_ongoing_requests: int = 16
+    sessions: int = 12
+    http_headroom: int = 4
+
+    @property
+    def max_ongoing_requests(self) -> int:
+        return self.sessions + self.http_headroom
 
 
 class ReplicaTagged:

@@ -30,7 +30,7 @@ def store(tmp_path_factory, tiny_musetalk, media):
 def engine(tiny_musetalk):
     from musetalk.realtime.engine import Engine
 
-    with Engine(tiny_musetalk, batch_size=8) as engine:
+    with Engine(tiny_musetalk, batch_size=8, capacity=4) as engine:
         yield engine
 
 
@@ -42,3 +42,39 @@ def uneven_chunks(samples: np.ndarray, seed: int = 0, largest: int = 7000):
         n = int(rng.integers(1, largest + 1))
         yield samples[i : i + n]
         i += n
+
+
+def fake_models(engine, generate_s: float = 0.0, fault=None):
+    """Make ``engine`` skip the real models (so timing tests measure the scheduler, not a loaded CPU):
+    zero whisper states at once, and zero faces after ``generate_s`` seconds per call. ``fault(stage,
+    sessions)`` may raise to inject a fault into stage "encode" or "generate"."""
+    import time
+
+    def encode(planned):
+        if fault:
+            fault("encode", [s for s, _ in planned])
+        return [np.zeros((sum(p.num_states), 5, 384), np.float32) for _, (_, p) in planned]
+
+    def generate(pairs):
+        time.sleep(generate_s)
+        if fault:
+            fault("generate", [s for s, _ in pairs])
+        return [np.zeros((256, 256, 3), np.uint8) for _ in pairs]
+
+    engine._encode_batch = encode
+    engine._generate_batch = generate
+    return engine
+
+
+def feed_realtime(sessions, samples: np.ndarray, chunk_ms: int = 20) -> None:
+    """Feed ``samples`` to every session in ``chunk_ms`` chunks at real-time pace, then end them."""
+    import time
+
+    chunk = 16 * chunk_ms
+    start = time.perf_counter()
+    for k, offset in enumerate(range(0, len(samples), chunk)):
+        time.sleep(max(0.0, start + k * chunk_ms / 1000 - time.perf_counter()))
+        for s in sessions:
+            s.feed(samples[offset : offset + chunk])
+    for s in sessions:
+        s.end()

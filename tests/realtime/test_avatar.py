@@ -48,30 +48,31 @@ def test_up_to_date_is_not_prepared_again(store, media):
     assert (store.root / "photo" / "avatar.json").stat().st_mtime_ns == before
 
 
-def test_changed_source_is_prepared_again(tmp_path, tiny_musetalk, media):
+def test_changed_source_is_refused_until_prepared_again(tmp_path, tiny_musetalk, media):
     source = tmp_path / "face.png"
     shutil.copy(media / "musk.png", source)
     store = AvatarStore(tmp_path / "avatars", tiny_musetalk)
     first = store.prepare(source, "face")
     assert first.meta["width"] == 474
     shutil.copy(media / "monalisa.png", source)
-    again = store.load("face")
+    with pytest.raises(AvatarError, match=f"avatar 'face' is stale \\(source {source} changed\\): prepare it again"):
+        store.load("face")
+    again = store.prepare(source, "face")
     assert again.meta["width"] == 300 and again.meta["fingerprint"] != first.meta["fingerprint"]
     assert AvatarStore(store.root, tiny_musetalk).load("face").meta["fingerprint"] == again.meta["fingerprint"]
 
 
-def test_changed_model_is_prepared_again_or_refused(tmp_path, tiny_models, tiny_musetalk, media):
+def test_changed_model_is_refused_until_prepared_again(tmp_path, tiny_models, tiny_musetalk, media):
     from musetalk import MuseTalk
 
     source = tmp_path / "face.png"
     shutil.copy(media / "musk.png", source)
     AvatarStore(tmp_path / "avatars", tiny_musetalk).prepare(source, "face")
-    other = MuseTalk.from_pretrained(tiny_models, version="v1.0")
-    reloaded = AvatarStore(tmp_path / "avatars", other).load("face")
-    assert reloaded.meta["model"]["version"] == "v1.0" and reloaded.meta["blend_mode"] == "raw"
-    source.unlink()
-    with pytest.raises(AvatarError, match="stale .* source .* is gone"):
-        AvatarStore(tmp_path / "avatars", tiny_musetalk).load("face")
+    other = AvatarStore(tmp_path / "avatars", MuseTalk.from_pretrained(tiny_models, version="v1.0"))
+    with pytest.raises(AvatarError, match="avatar 'face' is stale \\(prepared for model"):
+        other.load("face")
+    reprepared = other.prepare(source, "face")
+    assert reprepared.meta["model"]["version"] == "v1.0" and reprepared.meta["blend_mode"] == "raw"
 
 
 def test_errors(tmp_path, tiny_musetalk, media):

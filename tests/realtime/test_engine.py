@@ -10,7 +10,8 @@ import pytest
 
 from musetalk.audio.features import frame_count
 from musetalk.face import paste_face
-from musetalk.realtime.engine import Engine, SessionError
+from musetalk.realtime.engine import Engine
+from musetalk.realtime.session import SessionError
 
 from .conftest import uneven_chunks
 
@@ -31,19 +32,28 @@ def wait_until(condition, timeout: float = 20.0) -> None:
         time.sleep(0.05)
 
 
-def test_whole_clip_equals_offline(engine, store, tiny_musetalk, speech):
+def test_whole_clip_equals_offline(store, tiny_musetalk, speech):
     avatar = store.load("video")
     clip = speech[16000 : 16000 + 14000]
-    session = engine.open(avatar)
-    session.feed(clip)
-    session.end()
-    frames = list(session.frames(timeout=60))
+    with Engine(tiny_musetalk, batch_size=8, jpeg_quality=None) as engine:
+        session = engine.open(avatar)
+        session.feed(clip)
+        session.end()
+        frames = list(session.frames(timeout=60))
     assert session.frame_total == len(frames) == frame_count(len(clip), 25) == 21
     got = np.stack([f.image for f in frames])
     assert np.abs(got.astype(int) - offline_frames(tiny_musetalk, avatar, clip)).max() <= 1
+    assert all(f.ready_at <= f.done_at and f.jpeg is None for f in frames)
+
+
+def test_encoding_engine_keeps_only_the_jpeg(engine, store, speech):
+    session = engine.open(store.load("video"))
+    session.feed(speech[:4000])
+    session.end()
+    frames = list(session.frames(timeout=60))
+    assert len(frames) == 6 and all(f.image is None for f in frames)
     decoded = cv2.imdecode(np.frombuffer(frames[0].jpeg, np.uint8), cv2.IMREAD_COLOR)
     assert decoded.shape == (768, 576, 3)
-    assert all(f.ready_at <= f.done_at for f in frames)
 
 
 def test_uneven_chunks_in_order_without_gaps(engine, store, speech):
@@ -66,14 +76,14 @@ def test_uneven_chunks_in_order_without_gaps(engine, store, speech):
 
 def test_two_sessions_share_batches(tiny_musetalk, store, speech, monkeypatch):
     batches = []
-    original = Engine._generate
+    original = Engine._render
 
     def spy(self, jobs):
         batches.append({j.session.id for j in jobs})
         original(self, jobs)
 
-    monkeypatch.setattr(Engine, "_generate", spy)
-    with Engine(tiny_musetalk, batch_size=5) as engine:  # odd: a round-robin round can overflow the batch
+    monkeypatch.setattr(Engine, "_render", spy)
+    with Engine(tiny_musetalk, batch_size=5, jpeg_quality=None) as engine:
         a, b = engine.open(store.load("photo")), engine.open(store.load("video"))
         with engine._cond:  # both sessions' audio is in before the scheduler looks
             for session, clip in ((a, speech[:12000]), (b, speech[20000:36000])):

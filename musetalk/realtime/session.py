@@ -1,0 +1,496 @@
+"""One client's stream on one avatar: audio in, frames (or skips) out in index order, on a media clock.
+
+Client side (any thread): :meth:`Session.feed` / ``feed_pcm16`` / ``end`` / ``interrupt`` / ``finish`` /
+``close``; read with :meth:`Session.frames` (thread) or :meth:`Session.next_item` (asyncio). Engine side,
+the small interface the scheduler uses: ``wants_plan``/``plan``/``add_prompts`` (audio to prompts),
+``head_deadline``/``take`` (earliest-deadline-first picking), ``tick`` (rest frames of live sessions),
+``skip``/``deliver``/``release``/``fail`` (outcomes), ``finished``.
+
+The audio arrives as utterances (:class:`Utterance`): a plain session is one utterance from frame 0 and
+ends with it. A live session (issue 15) runs from its opening until :meth:`finish`: frame j is due at
+``opened + delay + j / fps`` (``delay``: the audio a frame needs after its time, see :func:`audio_delay`);
+frames no utterance covers show the avatar at rest (its source frames, unaltered, made by ``tick`` at
+their due time); an utterance starts on the frame of the clock when its first audio arrived, blends in
+and out of rest over ``BLEND_FRAMES`` frames, and is announced by ``state`` / ``utterance_done`` events in
+order with the frames. A plain session's clock starts when frame 0's audio is complete: frame i is due
+at ``origin + i / fps``, or when its audio is complete if that is later.
+
+A frame that cannot be out by its due time plus the latency budget is skipped: the client gets a
+:class:`~.outbox.Skip` in its place, so indices stay exact.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+
+from ..audio.features import WINDOW
+from ..audio.load import SAMPLE_RATE
+from ..errors import MuseTalkError
+from .outbox import END, Event, Frame, Outbox, OutboxFull, Skip
+from .stats import EngineStats
+from .streaming import STATE_SAMPLES, FeatureStream, Plan
+
+log = logging.getLogger(__name__)
+
+BLEND_FRAMES = 3
+RestRenderer = Callable[[object, int], "tuple[bytes | None, np.ndarray]"]
+
+
+class SessionError(MuseTalkError):
+    """A session failed or was used wrongly (audio after the end, a closed session)."""
+
+
+def audio_delay(fps: float, lookahead_s: float) -> float:
+    """Seconds after a frame's time until the audio it needs (its whisper window, the look-ahead and one
+    frame of arrival granularity) is complete: a live session's playout delay before its budget."""
+    return (WINDOW // 2 + 1) * STATE_SAMPLES / SAMPLE_RATE + lookahead_s + 1 / fps
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """lookahead_s: audio needed after a frame's window; budget_s: latency budget (None: never skip);
+    outbox_frames: frames waiting for a slow client before further ones become skips; keep_images: keep
+    the RGB image in each Frame (only when the engine does not encode JPEG); live: a live session."""
+
+    lookahead_s: float
+    budget_s: float | None
+    outbox_frames: int = 50
+    keep_images: bool = False
+    live: bool = False
+
+
+@dataclass
+class Job:
+    """One frame to render: its global ``index``, avatar ``source`` frame, prompt float32 (50, 384), and
+    ``blend`` (1: all speech, less: mixed with the rest frame); its audio was complete at ``ready_at``, it
+    is due at ``due_at`` and must be out by ``deadline``."""
+
+    session: "Session"
+    index: int
+    source: int
+    prompt: np.ndarray
+    ready_at: float
+    due_at: float
+    deadline: float
+    blend: float = 1.0
+
+
+@dataclass
+class Utterance:
+    """The audio of one utterance; its frame k is the session's frame ``start + k``. ``stop``: the index
+    after its last frame, once known (its end, or an interruption)."""
+
+    stream: FeatureStream
+    start: int
+    ready_times: deque = field(default_factory=deque)  # audio-complete times of ready, unplanned frames
+    known_ready: int = 0
+    stop: int | None = None
+
+    def covers(self, index: int) -> bool:
+        return self.start <= index and (self.stop is None or index < self.stop)
+
+
+class Session:
+    """See the module docstring. ``wake`` is called whenever the scheduler may have new work."""
+
+    def __init__(self, avatar, sid: int, settings: SessionSettings, wake: Callable[[], None],
+                 stats: EngineStats, loop: asyncio.AbstractEventLoop | None) -> None:
+        self.avatar = avatar
+        self.id = sid
+        self.settings = settings
+        self.live = settings.live
+        self.closed = False
+        self.error: str | None = None
+        self.skipped = 0
+        self.sent = 0
+        self.opened_at = time.perf_counter()
+        self.speaking_since: float | None = None if self.live else self.opened_at
+        self._wake = wake
+        self._stats = stats
+        self._lock = threading.Lock()
+        self._utterances: deque[Utterance] = deque()
+        self._origin: float | None = None  # plain sessions: the media clock's frame 0
+        self._clock = 0  # live sessions: the next frame the clock has not reached
+        self._jobs: deque[Job] = deque()
+        self._in_flight = 0
+        self._next_out = 0
+        self._reorder: dict[int, Frame | None] = {}
+        self._events: dict[int, list[Event]] = {}
+        self._end_sent = False
+        self._frame_total: int | None = None
+        self._outbox = Outbox(loop, settings.outbox_frames, max_items=8 * settings.outbox_frames)
+        if not self.live:
+            self._utterances.append(Utterance(FeatureStream(avatar.fps, settings.lookahead_s), 0))
+
+    # -- client side -------------------------------------------------------------------------------
+    def feed(self, samples: np.ndarray) -> None:
+        """Append float32 (N,) mono samples at 16 kHz (values in [-1, 1]); in a live session, audio after
+        an utterance's end starts the next utterance."""
+        with self._lock:
+            self._check_open()
+            utterance = self._open_utterance()
+            utterance.stream.push(samples)
+            self._note_ready(utterance)
+        self._wake()
+
+    def feed_pcm16(self, data: bytes) -> None:
+        """Append PCM s16le mono 16 kHz bytes (an even count)."""
+        self.feed(np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0)
+
+    def end(self) -> None:
+        """The current utterance is complete: its remaining frames (floor(seconds x fps) in all) follow."""
+        with self._lock:
+            self._check_open()
+            utterance = self._current()
+            if utterance is None or utterance.stream.finished:
+                raise SessionError("no utterance to end: send audio first" if self.live else
+                                   "{\"type\": \"end\"} sent twice")
+            utterance.stream.finish()
+            utterance.stop = utterance.start + utterance.stream.frame_total
+            self._frame_total = None if self.live else utterance.stream.frame_total
+            self._clock = min(self._clock, utterance.stop)  # rest frames the open utterance held back
+            self._note_ready(utterance)
+            self._blend_out(utterance)
+            self._after_placing()
+        self._wake()
+
+    def interrupt(self) -> None:
+        """Live: drop the rest of the speech (the frames not yet sent) and return to rest."""
+        with self._lock:
+            self._check_open()
+            if not self._utterances:
+                return
+            cut = max(self._next_out, self._utterances[0].start)
+            first = self._utterances[0]
+            self._utterances.clear()
+            self._jobs = deque(j for j in self._jobs if j.index < cut)
+            self._reorder = {i: f for i, f in self._reorder.items() if i < cut}
+            self._events = {i: e for i, e in self._events.items() if i < cut}
+            self._clock = min(self._clock, cut)
+            if cut > first.start:
+                first.stop = cut
+                self._end_utterance(first, interrupted=True)
+            self.speaking_since = None
+        self._wake()
+
+    def finish(self) -> None:
+        """Live: end the session now (the client said ``close``)."""
+        with self._lock:
+            if self.active and not self._end_sent:
+                self._end_sent = True
+                self._outbox.put(END)
+        self._wake()
+
+    def close(self) -> None:
+        """Stop now and free everything (a vanished client); pending frames are dropped."""
+        with self._lock:
+            self.closed = True
+            self._jobs.clear()
+            self._reorder.clear()
+            self._utterances.clear()
+            self._outbox.clear()
+        self._wake()
+
+    @property
+    def stream(self) -> FeatureStream | None:
+        """The audio stream of the current utterance (None: at rest)."""
+        utterance = self._current()
+        return utterance.stream if utterance else None
+
+    @property
+    def frame_total(self) -> int | None:
+        """Plain sessions: floor(seconds x fps) after :meth:`end`, else None."""
+        return self._frame_total
+
+    @property
+    def utterance_open(self) -> bool:
+        """Whether audio now continues the current utterance (it has not ended)."""
+        current = self._current()
+        return current is not None and not current.stream.finished
+
+    @property
+    def speaking(self) -> bool:
+        """Whether it renders speech (a plain session always, until it ends)."""
+        return not self.live or bool(self._utterances)
+
+    @property
+    def queue_depth(self) -> int:
+        """Frames waiting to be rendered plus messages waiting for the client."""
+        return len(self._jobs) + self._outbox.depth
+
+    def frames(self, timeout: float | None = None) -> Iterator[Frame | Skip | Event]:
+        """Blocking iterator over frames, skips and events in index order (thread reader); raises
+        :class:`SessionError` on failure."""
+        while (item := self._outbox.get(timeout)) is not END:
+            if isinstance(item, Exception):
+                raise item
+            yield item
+
+    async def next_item(self):
+        """The next :class:`Frame`, :class:`Skip` or :class:`~.outbox.Event` in order, or None after the last
+        (asyncio reader); raises :class:`SessionError` on failure."""
+        item = await self._outbox.get_async()
+        if isinstance(item, Exception):
+            raise item
+        return None if item is END else item
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise SessionError(f"session {self.id} is closed")
+        if self.error:
+            raise SessionError(self.error)
+        if self._end_sent and self.live:
+            raise SessionError("the session has ended")
+
+    def _current(self) -> Utterance | None:
+        return self._utterances[-1] if self._utterances else None
+
+    def _open_utterance(self) -> Utterance:
+        """The utterance new audio belongs to (live: a new one after an end). Holds ``_lock``."""
+        current = self._current()
+        if current is not None and not current.stream.finished:
+            return current
+        if not self.live:
+            raise SessionError("audio sent after the end of the stream")
+        now = time.perf_counter()
+        start = max(self._clock, math.ceil((now - self.opened_at) * self.avatar.fps),
+                    current.stop if current else 0)
+        utterance = Utterance(FeatureStream(self.avatar.fps, self.settings.lookahead_s), start)
+        self._utterances.append(utterance)
+        if self.speaking_since is None:
+            self.speaking_since = now
+        self._events.setdefault(start, []).append(Event({"type": "state", "state": "speaking"}))
+        return utterance
+
+    def _note_ready(self, utterance: Utterance) -> None:
+        """Stamp the frames the audio so far completed (for deadlines and latency). Holds ``_lock``."""
+        stream = utterance.stream
+        ready = stream.ready(stream.total, utterance.known_ready)
+        now = time.perf_counter()
+        utterance.ready_times.extend(itertools.repeat(now, ready - utterance.known_ready))
+        utterance.known_ready = ready
+
+    def _blend_out(self, utterance: Utterance) -> None:
+        """Fade the last frames of a finished utterance back to rest (those not taken yet). Holds ``_lock``."""
+        if not self.live:
+            return
+        for job in self._jobs:
+            if utterance.covers(job.index):
+                job.blend = min(job.blend, _blend(job.index - utterance.start, utterance.stop - utterance.start))
+
+    # -- engine side -------------------------------------------------------------------------------
+    @property
+    def active(self) -> bool:
+        return not (self.closed or self.error)
+
+    def wants_plan(self, most: int) -> bool:
+        """Whether new audio makes frames computable while fewer than ``most`` wait."""
+        with self._lock:
+            return self.active and len(self._jobs) < most and self._planable() is not None
+
+    def _planable(self) -> Utterance | None:
+        return next((u for u in self._utterances if u.stream.pending()), None)
+
+    def plan(self) -> tuple[Utterance, Plan] | None:
+        """The next whisper encoding of this session's audio (None if nothing new)."""
+        with self._lock:
+            if not self.active or (utterance := self._planable()) is None:
+                return None
+            return utterance, utterance.stream.plan()
+
+    def add_prompts(self, planned: tuple[Utterance, Plan], states: np.ndarray) -> None:
+        """Turn the encoded ``states`` of a :meth:`plan` into jobs with their deadlines."""
+        utterance, plan = planned
+        prompts = utterance.stream.prompts(plan, states)
+        with self._lock:
+            if not self.active:
+                return
+            total = utterance.stream.frame_total
+            for k, prompt in zip(range(plan.start, plan.stop), prompts):
+                ready_at = utterance.ready_times.popleft()
+                index = utterance.start + k
+                if not utterance.covers(index):
+                    continue  # interrupted meanwhile
+                due_at = self._due(index, ready_at)
+                blend = _blend(k, total) if self.live else 1.0
+                self._jobs.append(Job(self, index, self.avatar.source_index(index), prompt, ready_at, due_at,
+                                      due_at + (self.settings.budget_s or 0.0), blend))
+
+    def _due(self, index: int, ready_at: float) -> float:
+        """Frame ``index``'s time on the media clock, not before its audio (plain sessions)."""
+        if self.live:
+            return self.due(index)
+        if self._origin is None:
+            self._origin = ready_at - index / self.avatar.fps
+        return max(self._origin + index / self.avatar.fps, ready_at)
+
+    def due(self, index: int) -> float:
+        """Live: when frame ``index`` is due."""
+        return self.opened_at + audio_delay(self.avatar.fps, self.settings.lookahead_s) + index / self.avatar.fps
+
+    def head_deadline(self) -> float | None:
+        """Deadline of the next job (None if none)."""
+        with self._lock:
+            return self._jobs[0].deadline if self._jobs else None
+
+    def take(self) -> Job | None:
+        """The next job, now in flight (it must end in :meth:`deliver`, :meth:`skip`, :meth:`release` or
+        :meth:`fail`)."""
+        with self._lock:
+            if not self._jobs:
+                return None
+            self._in_flight += 1
+            return self._jobs.popleft()
+
+    def can_skip(self) -> bool:
+        return self.settings.budget_s is not None
+
+    def next_tick(self) -> float | None:
+        """Live: when the clock reaches its next frame (None: not live or over)."""
+        return self.due(self._clock) if self.live and self.active and not self._end_sent else None
+
+    def tick(self, now: float, render_rest: RestRenderer) -> None:
+        """Live: place the rest frames due by ``now`` (``render_rest(avatar, source)`` -> (jpeg, image)) and
+        send the speech frames due by then."""
+        with self._lock:
+            while self.active and not self._end_sent and self.due(self._clock) <= now:
+                index = self._clock
+                self._clock += 1
+                if any(u.covers(index) for u in self._utterances):
+                    continue
+                jpeg, image = render_rest(self.avatar, self.avatar.source_index(index))
+                self._reorder[index] = Frame(index, jpeg, image if self.settings.keep_images else None,
+                                             now, self.due(index), time.perf_counter())
+            if self.active and not self._end_sent:
+                self._drain()
+
+    def skip(self, job: Job) -> None:
+        """``job`` missed its deadline: the client gets a skip in its place."""
+        with self._lock:
+            self._in_flight -= 1
+            self._place_job(job, None)
+        self._wake()
+
+    def deliver(self, job: Job, jpeg: bytes | None, image: np.ndarray | None) -> None:
+        """``job``'s frame is ready (compositors call this in any order); late frames become skips."""
+        done_at = time.perf_counter()
+        late = self.settings.budget_s is not None and done_at > job.deadline
+        frame = None if late else Frame(job.index, jpeg, image if self.settings.keep_images else None,
+                                        job.ready_at, job.due_at, done_at)
+        with self._lock:
+            self._in_flight -= 1
+            self._place_job(job, frame)
+        self._wake()
+
+    def release(self, job: Job) -> None:
+        """``job`` will never be delivered (its session failed)."""
+        with self._lock:
+            self._in_flight -= 1
+        self._wake()
+
+    def fail(self, message: str, job: Job | None = None) -> None:
+        """The engine could not serve this session (``job``: the one in flight that failed)."""
+        with self._lock:
+            if job is not None:
+                self._in_flight -= 1
+            if not self.active:
+                return
+            self._set_error(message)
+        log.error("session %d failed: %s", self.id, message)
+        self._wake()
+
+    @property
+    def finished(self) -> bool:
+        """Nothing left to do: closed, failed, or ended (and no job in flight)."""
+        with self._lock:
+            if not self.active:
+                return self._in_flight == 0
+            return self._end_sent
+
+    def _set_error(self, message: str) -> None:
+        """Fail: drop what waits, tell the reader. Holds ``_lock``."""
+        self.error = message
+        self._jobs.clear()
+        self._reorder.clear()
+        self._utterances.clear()
+        self._outbox.clear()
+        self._outbox.put(SessionError(message))
+
+    def _place_job(self, job: Job, frame: Frame | None) -> None:
+        """Place a rendered (or skipped) job unless an interruption dropped its frame. Holds ``_lock``."""
+        if any(u.covers(job.index) for u in self._utterances) or not self.live:
+            self._place(job.index, frame)
+
+    def _place(self, index: int, frame: Frame | None) -> None:
+        """Put frame ``index`` (None: a skip) in order; forward what is complete. Holds ``_lock``."""
+        if not self.active or self._end_sent:
+            return
+        self._reorder[index] = frame
+        self._drain()
+
+    def _drain(self) -> None:
+        """Forward the frames complete in order (live: those due by now). Holds ``_lock``."""
+        now = time.perf_counter()
+        try:
+            while self._next_out in self._reorder and (not self.live or self.due(self._next_out) <= now):
+                self._forward(self._next_out, self._reorder.pop(self._next_out))
+                self._next_out += 1
+                self._after_placing()
+        except OutboxFull as exc:
+            self._set_error(str(exc))
+            return
+        self._after_placing()
+
+    def _forward(self, index: int, frame: Frame | None) -> None:
+        for event in self._events.pop(index, ()):
+            self._outbox.put(event)
+        if frame is not None and self._outbox.has_room_for_frame():
+            self.sent += 1
+            self._stats.sent(frame.latency)
+            self._outbox.put(frame)
+        else:
+            self.skipped += 1
+            self._stats.skipped()
+            self._outbox.put(Skip(index, self.skipped))
+
+    def _after_placing(self) -> None:
+        """Close the utterances whose frames are all out; a plain session ends with its one. Holds ``_lock``."""
+        while self._utterances and (u := self._utterances[0]).stop is not None and self._next_out >= u.stop:
+            self._utterances.popleft()
+            self._end_utterance(u, interrupted=False)
+        if not self.live and not self._utterances and not self._end_sent:
+            self._end_sent = True
+            self._outbox.put(END)
+
+    def _end_utterance(self, utterance: Utterance, interrupted: bool) -> None:
+        """Announce an utterance's end (in order, before frame ``stop``). Holds ``_lock``."""
+        if not self.live:
+            return
+        done = {"type": "utterance_done", "frames": utterance.stop - utterance.start}
+        if interrupted:
+            done["interrupted"] = True
+        events = [Event(done)]
+        if not self._utterances:
+            events.append(Event({"type": "state", "state": "rest"}))
+            self.speaking_since = None
+        if interrupted:
+            for event in events:
+                self._outbox.put(event)
+        else:
+            self._events.setdefault(utterance.stop, []).extend(events)
+
+
+def _blend(k: int, total: int | None) -> float:
+    """Share of speech in frame ``k`` of an utterance of ``total`` frames (None: not known yet)."""
+    ramp_in = (k + 1) / (BLEND_FRAMES + 1)
+    ramp_out = (total - k) / (BLEND_FRAMES + 1) if total is not None else 1.0
+    return min(1.0, ramp_in, ramp_out)
