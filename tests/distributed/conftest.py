@@ -13,8 +13,9 @@ CLIP_FRAMES = 3
 DUB_SECONDS = 0.24  # 6 output frames at 25 fps: each 3-frame clip plays forward and backward
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def ray_local():
+    """The local Ray instance of this folder's tests: started once, shut down after its last test."""
     from musetalk.distributed.cluster import connect
 
     ray = connect(num_cpus=2)
