@@ -40,6 +40,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", help="output mp4 (written beside as a temporary file, renamed when complete)")
     p.add_argument("--jobs", metavar="CSV", help="run many dubs with one model load: a CSV with columns "
                                                   "source,audio,output; existing outputs are skipped")
+    p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                   help="run the jobs on Ray: a local instance, or the cluster at ADDRESS (host:6379, "
+                        "ray://host:10001, auto); sources, audio and outputs may be fsspec URLs")
+    p.add_argument("--workers", type=int, help="with --ray: model workers (default: one per GPU, or one per "
+                                               "4 CPUs without GPUs)")
+    p.add_argument("--chunk-seconds", type=float,
+                   help="with --ray: cut dubs longer than this into chunks dubbed in parallel, then joined")
+    p.add_argument("--summary", metavar="CSV", help="with --ray: per-job summary (default: JOBS.summary.csv)")
     p.add_argument("--models", help=f"models folder in the official layout (default: ${ENV_VAR} or ./models)")
     p.add_argument("--version", choices=VERSIONS, default="v1.5", help="MuseTalk checkpoint version")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
@@ -96,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
     from ..pipeline.dub import dub
 
     options = options_from_args(args)
+    if args.ray is not None:
+        return run_on_ray(args, options)
     if args.jobs:
         if args.source or args.audio or args.output:
             raise MuseTalkError("give either --jobs CSV or SOURCE AUDIO -o OUTPUT, not both")
@@ -152,6 +162,28 @@ def read_jobs(path: Path) -> list[dict[str, str]]:
         if missing:
             raise MuseTalkError(f"{path} needs the columns source,audio,output (missing: {', '.join(sorted(missing))})")
         return [row for row in reader if any((v or "").strip() for v in row.values())]
+
+
+def run_on_ray(args: argparse.Namespace, options) -> int:
+    """``--ray``: the --jobs CSV (or the one SOURCE AUDIO -o OUTPUT) on Ray; prints the summary."""
+    from ..distributed.batch import ClusterOptions, run_jobs_on_ray
+
+    if args.jobs:
+        path = Path(args.jobs)
+        rows, base, summary = read_jobs(path), path.parent, Path(args.summary or f"{path}.summary.csv")
+    elif args.source and args.audio and args.output:
+        rows, base = [{"source": args.source, "audio": args.audio, "output": args.output}], Path.cwd()
+        summary = Path(args.summary or f"{args.output}.summary.csv")
+    else:
+        raise MuseTalkError("usage: musetalk dub --ray [ADDRESS] --jobs jobs.csv (or SOURCE AUDIO -o OUTPUT)")
+    cluster = ClusterOptions(address=args.ray or None, workers=args.workers, chunk_seconds=args.chunk_seconds)
+    results = run_jobs_on_ray(rows, base, options, cluster, summary)
+    failed = [r.row for r in results if r.status == "failed"]
+    counts = {status: sum(r.status == status for r in results) for status in ("done", "skipped", "failed")}
+    print(f"{len(results)} jobs: {counts['done']} done, {counts['skipped']} skipped (output exists), "
+          f"{counts['failed']} failed" + (f" (rows {', '.join(map(str, failed))})" if failed else "")
+          + f"; summary in {summary}")
+    return 1 if failed else 0
 
 
 def run_jobs(path: Path, options) -> int:

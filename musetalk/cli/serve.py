@@ -43,6 +43,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-upload-mb", type=float, default=500.0, help="largest avatar upload in MB (default: 500)")
     p.add_argument("--avatar-cache-mb", type=float, default=1024.0,
                    help="memory for loaded avatar frames, masks and latents, least recently used out (default: 1024)")
+    p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                   help="serve on Ray Serve: a local instance, or the cluster at ADDRESS (then the command "
+                        "returns and the cluster keeps serving; run it again to change --replicas)")
+    p.add_argument("--replicas", type=int, default=1, help="with --ray: replicas, each one engine on one GPU")
     p.set_defaults(func=run)
 
 
@@ -62,8 +66,43 @@ def access_token(given: str | None, host: str, port: int) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
+    if args.max_sessions is not None and args.max_sessions < 1:
+        raise MuseTalkError(f"--max-sessions must be at least 1, got {args.max_sessions}")
+    if args.latency_budget_ms <= 0:
+        raise MuseTalkError(f"--latency-budget-ms must be positive, got {args.latency_budget_ms:g}")
+    if args.ray is not None:
+        return run_on_ray(args)
     import uvicorn
+
+    app = build_app(args)
+    log.info("serving on http://%s:%d/", args.host, args.port)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    finally:
+        app.state.engine.close()
+    return 0
+
+
+def run_on_ray(args: argparse.Namespace) -> int:
+    """``--ray``: deploy ``--replicas`` replicas of this server on Ray Serve (one token for all)."""
+    import functools
+    import threading
+
+    from ..distributed.serve import ReplicaOptions, deploy
+
+    args.token = access_token(args.token, args.host, args.port)
+    replicas = ReplicaOptions(replicas=args.replicas, sessions=args.max_sessions or ReplicaOptions.sessions)
+    deploy(functools.partial(build_app, args), replicas, args.ray or None, args.host, args.port)
+    print(f"{args.replicas} replicas serving on http://{args.host}:{args.port}/"
+          + ("" if args.ray else " (local Ray instance; Ctrl-C stops it)"))
+    if not args.ray:
+        threading.Event().wait()
+    return 0
+
+
+def build_app(args: argparse.Namespace):
+    """The server's FastAPI application (its engine in ``app.state.engine``), as ``args`` say."""
+    import torch
 
     from ..face import load_face_parser
     from ..pipeline.lipsync import MuseTalk
@@ -83,15 +122,11 @@ def run(args: argparse.Namespace) -> int:
                         cache_mb=args.avatar_cache_mb)
     access = AccessPolicy(access_token(args.token, args.host, args.port), tuple(args.allow_origin))
     lookahead = DEFAULT_LOOKAHEAD_S if args.lookahead is None else args.lookahead
-    if args.max_sessions is not None and args.max_sessions < 1:
-        raise MuseTalkError(f"--max-sessions must be at least 1, got {args.max_sessions}")
-    if args.latency_budget_ms <= 0:
-        raise MuseTalkError(f"--latency-budget-ms must be positive, got {args.latency_budget_ms:g}")
     budget = args.latency_budget_ms / 1000
     capacity = args.max_sessions or calibrate(mt, args.batch_size, budget)
-    with Engine(mt, batch_size=args.batch_size, lookahead_s=lookahead, latency_budget_s=budget,
-                capacity=capacity) as engine:
-        app = create_app(store, engine, access, max_upload_mb=args.max_upload_mb)
-        log.info("serving %d avatars from %s on http://%s:%d/", len(store.names()), store.root, args.host, args.port)
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
-    return 0
+    engine = Engine(mt, batch_size=args.batch_size, lookahead_s=lookahead, latency_budget_s=budget,
+                    capacity=capacity)
+    app = create_app(store, engine, access, max_upload_mb=args.max_upload_mb)
+    app.state.engine = engine
+    log.info("%d avatars from %s", len(store.names()), store.root)
+    return app

@@ -34,7 +34,7 @@ from ..audio.silence import silent_frames, still_weights
 from ..errors import AudioError, FaceError, MuseTalkError
 from ..face import (BlendMask, FaceAnalyzer, FaceRecord, crop_face, default_blend_mode, draw_debug_overlay,
                     make_blend_mask, paste_face)
-from ..video import VideoWriter, atomic_output
+from ..video import VideoWriter, atomic_output, probe
 from .acceleration import Acceleration, resolve_dtype
 from .lipsync import MuseTalk, PendingFaces
 from .memory import map_large_buffers
@@ -97,6 +97,20 @@ class DubResult:
     @property
     def frames_per_second(self) -> float:
         return self.frames / self.seconds if self.seconds else 0.0
+
+
+@dataclass(frozen=True)
+class FrameSpan:
+    """Output frames ``first..stop-1`` of a dub, with face analysis started ``warmup`` frames earlier so
+    tracking and smoothing reach the state a whole-video dub has there (chunked dubbing)."""
+
+    first: int
+    stop: int
+    warmup: int = 0
+
+    @property
+    def frames(self) -> int:
+        return self.stop - self.first
 
 
 @dataclass
@@ -196,26 +210,26 @@ def _produce(items: Iterator[_Item], out: queue.Queue, stop: threading.Event) ->
 class _Dubber:
     """One dub run: wires the stages together and keeps the per-stage timings."""
 
-    def __init__(self, model: MuseTalk, options: DubOptions, source: SourceInfo, speech: _Speech) -> None:
+    def __init__(self, model: MuseTalk, options: DubOptions, source: SourceInfo, speech: _Speech,
+                 span: FrameSpan | None = None) -> None:
         self.model = model
         self.options = options
         self.source = source
         self.speech = speech
         self.fps = float(source.fps)
         self.timer = StageTimer()
-        self.total = frame_count(len(speech.mono16k), self.fps)
-        self.analyze = RecordedFaces(options.face_records) if options.face_records else self._analyzer()
+        self.whole = span is None
+        self.span = span or FrameSpan(0, frame_count(len(speech.mono16k), self.fps))
+        self.total = self.span.frames
+        self.analyzer = None if options.face_records else FaceAnalyzer(
+            version=options.version, bbox_shift=options.bbox_shift, extra_margin=options.extra_margin,
+            smooth=options.smooth, face_index=options.face_index, fps=self.fps)
+        self.analyze = RecordedFaces(options.face_records) if options.face_records else self.analyzer.analyze
         self.parser = self._face_parser()
         self._last_mask: tuple[int, BlendMask] | None = None
         self.faces_found = 0
         self.frames_without_face = 0
         self.video_encoder = ""
-
-    def _analyzer(self) -> Callable[[np.ndarray], FaceRecord]:
-        analyzer = FaceAnalyzer(version=self.options.version, bbox_shift=self.options.bbox_shift,
-                                extra_margin=self.options.extra_margin, smooth=self.options.smooth,
-                                face_index=self.options.face_index, fps=self.fps)
-        return analyzer.analyze
 
     def _face_parser(self):
         """BiSeNet parser for ``blend="parsing"``; None for the landmark mask."""
@@ -237,12 +251,35 @@ class _Dubber:
         with self.timer("face analysis"):
             return self.analyze(frame)
 
+    def _analyze_from(self, first: int) -> Callable[[np.ndarray], FaceRecord]:
+        """The face analysis for source frames in order, skipping (no face) those before ``first``."""
+        seen = 0
+
+        def analyze(frame: np.ndarray) -> FaceRecord:
+            nonlocal seen
+            seen += 1
+            return self._analyze(frame) if seen > first else FaceRecord.missing()
+
+        return analyze
+
+    def _skip_before(self) -> int:
+        """Source frames that need no analysis: those before the warm-up, when the span lies in the video's
+        first forward pass (the ping-pong part reuses records of every source frame)."""
+        start = max(0, self.span.first - self.span.warmup)
+        if self.source.is_photo or start == 0:
+            return 0
+        if probe(self.source.path).num_frames < self.span.stop:
+            return 0
+        return start
+
     def items(self) -> Iterator[_Item]:
-        gaps = self.analyzer.gap_filler((self.source.height, self.source.width, 3))
-        frames = source_frames(self.source, self.total, self._analyze, gaps)
-        for i in range(self.total):
+        gaps = self.analyzer.gap_filler((self.source.height, self.source.width, 3)) if self.analyzer else None
+        frames = source_frames(self.source, self.span.stop, self._analyze_from(self._skip_before()), gaps)
+        for i in range(self.span.stop):
             with self.timer("decode"):
                 source_index, frame, record = next(frames)
+            if i < self.span.first:
+                continue
             with self.timer("crop"):
                 crop = crop_face(frame, record) if record.found else None
             yield _Item(i, source_index, frame, record, crop)
@@ -328,9 +365,7 @@ class _Dubber:
         done: queue.Queue = queue.Queue(maxsize=2 * batch_size)
         stop = threading.Event()
         bar = tqdm(total=self.total, unit="frame", desc="dub", disable=not self.options.progress)
-        with VideoWriter(path, self.source.width, self.source.height, self.source.fps, crf=self.options.crf,
-                         audio=self.speech.native, audio_rate=self.speech.native_rate,
-                         encoder=self.options.video_encoder) as writer, \
+        with self._writer(path) as writer, \
                 ThreadPoolExecutor(max_workers=2, thread_name_prefix="dub") as pool:
             self.video_encoder = writer.encoder
             producer = pool.submit(_produce, self.items(), ready, stop)
@@ -342,9 +377,18 @@ class _Dubber:
             finally:
                 stop.set()
                 bar.close()
-        if self.faces_found == 0:
+        if self.whole and self.faces_found == 0:
             raise FaceError(f"no face found in {self.source.path}: use a video or photo where one face is clearly "
                             f"visible (frontal, at least ~80 px tall)")
+
+    def _writer(self, path: Path) -> VideoWriter:
+        """The mp4 of a whole dub (with the audio, at the chosen quality), or of a span: video only and
+        lossless (its frames are joined and encoded once more with the audio)."""
+        if not self.whole:
+            return VideoWriter(path, self.source.width, self.source.height, self.source.fps, crf=0)
+        return VideoWriter(path, self.source.width, self.source.height, self.source.fps, crf=self.options.crf,
+                           audio=self.speech.native, audio_rate=self.speech.native_rate,
+                           encoder=self.options.video_encoder)
 
     def _generate_loop(self, ready: queue.Queue, done: queue.Queue, prompts: Prompts, batch_size: int,
                        consumer: Future) -> None:
@@ -388,6 +432,24 @@ def _save_image(path: str, rgb: np.ndarray) -> None:
     log.info("debug overlay written to %s", path)
 
 
+def _open_inputs(source: str | os.PathLike, audio: str | os.PathLike, options: DubOptions
+                 ) -> tuple[_Speech, SourceInfo, int]:
+    """The speech, the source's facts and the output frame count; inputs checked before any model loads."""
+    speech = load_speech(audio, options.start, options.end)
+    info = describe_source(source, options.fps)
+    total = frame_count(len(speech.mono16k), float(info.fps))
+    if total == 0:
+        raise AudioError(f"{audio} is shorter than one video frame at {float(info.fps):.3f} fps")
+    return speech, info, total
+
+
+def dub_length(source: str | os.PathLike, audio: str | os.PathLike, options: DubOptions | None = None
+               ) -> tuple[int, float]:
+    """Frame count (floor(audio seconds x fps)) and frame rate of ``dub(source, audio, ...)``."""
+    _, info, total = _open_inputs(source, audio, options or DubOptions())
+    return total, float(info.fps)
+
+
 def dub(source: str | os.PathLike, audio: str | os.PathLike, output: str | os.PathLike,
         options: DubOptions | None = None, model: MuseTalk | None = None) -> DubResult:
     """Lip-sync ``source`` (video or photo) to ``audio`` and write ``output`` (mp4, H.264 + AAC).
@@ -398,11 +460,7 @@ def dub(source: str | os.PathLike, audio: str | os.PathLike, output: str | os.Pa
     options = options or DubOptions()
     started = time.perf_counter()
     map_large_buffers()
-    speech = load_speech(audio, options.start, options.end)
-    info = describe_source(source, options.fps)
-    total = frame_count(len(speech.mono16k), float(info.fps))
-    if total == 0:
-        raise AudioError(f"{audio} is shorter than one video frame at {float(info.fps):.3f} fps")
+    speech, info, total = _open_inputs(source, audio, options)
     model = model or load_model(options)
     model.busy.reset()
     dubber = _Dubber(model, options, info, speech)
@@ -418,6 +476,26 @@ def dub(source: str | os.PathLike, audio: str | os.PathLike, output: str | os.Pa
             write_stats(Path(options.stats), result, options)
     log.info("wrote %s: %d frames in %.1f s (%.2f frames/s)", output, total, elapsed, result.frames_per_second)
     return result
+
+
+def dub_span(source: str | os.PathLike, audio: str | os.PathLike, output: str | os.PathLike, span: FrameSpan,
+             options: DubOptions | None = None, model: MuseTalk | None = None) -> DubResult:
+    """Output frames ``span.first..span.stop-1`` of ``dub(source, audio, ...)``, exactly as the whole dub
+    renders them (same audio prompts, face analysis warmed up ``span.warmup`` frames ahead), into a
+    lossless video-only mp4 ``output`` (written atomically); a span without any face is no error here."""
+    options = options or DubOptions()
+    started = time.perf_counter()
+    map_large_buffers()
+    speech, info, total = _open_inputs(source, audio, options)
+    if not 0 <= span.first < span.stop <= total:
+        raise MuseTalkError(f"frames {span.first}..{span.stop - 1} lie outside the {total} frames of the dub of "
+                            f"{source} with {audio}")
+    model = model or load_model(options)
+    dubber = _Dubber(model, options, info, speech, span)
+    with atomic_output(output) as tmp:
+        dubber.run(tmp)
+    return DubResult(str(output), span.frames, float(info.fps), speech.seconds, dubber.frames_without_face,
+                     time.perf_counter() - started, dubber.timer.as_dict())
 
 
 def write_stats(path: Path, result: DubResult, options: DubOptions) -> None:
