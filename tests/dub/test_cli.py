@@ -190,7 +190,7 @@ def test_no_partial_output_after_a_failure(tmp_path, monkeypatch, tiny_musetalk,
     from musetalk.pipeline.dub import DubOptions, dub
 
     calls = []
-    original = lipsync.MuseTalk.generate_latents
+    original = lipsync.MuseTalk.launch
 
     def flaky(self, latents, prompts):
         calls.append(1)
@@ -198,7 +198,7 @@ def test_no_partial_output_after_a_failure(tmp_path, monkeypatch, tiny_musetalk,
             raise failure
         return original(self, latents, prompts)
 
-    monkeypatch.setattr(lipsync.MuseTalk, "generate_latents", flaky)
+    monkeypatch.setattr(lipsync.MuseTalk, "launch", flaky)
     out = tmp_path / "o.mp4"
     with pytest.raises(type(failure)):
         dub(clip40, speech1s, out, DubOptions(progress=False), model=tiny_musetalk)
