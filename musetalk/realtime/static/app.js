@@ -102,7 +102,8 @@ async function showPoster(avatar, session) {
 }
 
 // Frames by index, drawn when the audio clock reaches them. `delay` (how far the picture trails the live
-// stream) grows when frames arrive late, but never while speech plays (that would pull them apart).
+// stream) grows when frames arrive late, but never while speech plays (that would pull them apart). Speech
+// to play from frame i waits until frame i (or its skip) has arrived, so it starts with its picture.
 class Player {
   constructor(ctx, fps) {
     this.ctx = ctx;
@@ -111,6 +112,8 @@ class Player {
     this.delay = 0.3;
     this.bitmaps = new Map();
     this.shown = -1;
+    this.arrived = 0;
+    this.waiting = [];
     this.sounds = new Set();
     this.soundUntil = 0;
     this.running = true;
@@ -126,6 +129,14 @@ class Player {
     if (this.start === null) this.start = this.ctx.currentTime - index / this.fps;
   }
 
+  /** Frames (or skips) before ``next`` have arrived: start the speech that waited for them. */
+  reached(next) {
+    this.arrived = next;
+    const ready = this.waiting.filter((w) => w.index < next);
+    this.waiting = this.waiting.filter((w) => w.index >= next);
+    ready.forEach((w) => this.schedule(w.index, w.buffer));
+  }
+
   add(index, bitmap) {
     this.anchor(index);
     this.bitmaps.set(index, bitmap);
@@ -133,9 +144,15 @@ class Player {
     if (late > 0 && this.ctx.currentTime >= this.soundUntil) this.delay += late + 0.05;
   }
 
-  /** Play ``buffer`` from frame ``index``'s time; speech that arrives after its time waits for it when
-   * nothing plays (the picture waits too), otherwise joins in at the right offset. */
+  /** Play ``buffer`` from frame ``index``'s time, once that frame has arrived. */
   play(index, buffer) {
+    this.waiting.push({ index, buffer });
+    this.reached(this.arrived);
+  }
+
+  // Speech that is due already waits for its time when nothing plays (the picture waits too), otherwise
+  // joins in at the right offset.
+  schedule(index, buffer) {
     this.anchor(index);
     const now = this.ctx.currentTime;
     if (this.at(index) < now + 0.05 && index > this.shown && now >= this.soundUntil) {
@@ -156,6 +173,7 @@ class Player {
   }
 
   silence() {
+    this.waiting = [];
     const sounds = [...this.sounds];
     this.sounds.clear();
     sounds.forEach((sound) => sound.stop());
@@ -248,10 +266,7 @@ class LiveSession {
     const index = this.next++;
     stats.received += 1;
     this.noteArrival();
-    if (this.sentAt !== null && stats.state === "speaking") {
-      stats.firstFrameMs = Math.round(performance.now() - this.sentAt);
-      this.sentAt = null;
-    }
+    this.player.reached(this.next);
     const bitmap = await createImageBitmap(new Blob([data], { type: "image/jpeg" }));
     if (this.player.running) this.player.add(index, bitmap);
     else bitmap.close();
@@ -261,9 +276,14 @@ class LiveSession {
     if (msg.type === "skip") {
       this.next = Math.max(this.next, msg.index + 1);
       stats.skipped = msg.skipped;
+      this.player.reached(this.next);
     } else if (msg.type === "audio") {
       this.player.play(msg.frame, pcm16ToBuffer(this.player.ctx, msg.pcm16, msg.sample_rate));
     } else if (msg.type === "state") {
+      if (msg.state === "speaking" && this.sentAt !== null) {  // in order: just before the first speech frame
+        stats.firstFrameMs = Math.round(performance.now() - this.sentAt);
+        this.sentAt = null;
+      }
       if (msg.state === "speaking" && this.localSound) {
         this.player.play(this.next, this.localSound);
         this.localSound = null;
