@@ -7,7 +7,8 @@ WebSocket sessions included, to the replica with the fewest requests in flight (
 loaded taken; a replica at ``max_ongoing_requests`` takes none), so sessions spread over the replicas and
 the per-replica admission control of the engine refuses one (close 1013) only when its replica is full.
 Every response and WebSocket handshake carries ``x-musetalk-replica``: which replica answered. Running
-the command again with a larger ``--replicas`` adds replicas in place, beside the running sessions.
+the command again with another ``--replicas`` rolls the deployment over to that many replicas: new
+sessions go to the new ones while each old one finishes its open sessions (up to ``drain_s``) first.
 """
 from __future__ import annotations
 
@@ -29,12 +30,14 @@ REPLICA_HEADER = b"x-musetalk-replica"
 class ReplicaOptions:
     """How many replicas, what each asks of the cluster (one GPU each when the cluster has GPUs, else
     ``cpus``), and the sessions one replica's engine admits (its requests in flight are capped a little
-    above, so HTTP calls pass beside full engines and a session too many meets the engine's 1013)."""
+    above, so HTTP calls pass beside full engines and a session too many meets the engine's 1013).
+    ``drain_s``: how long a replica being replaced keeps serving its open sessions."""
 
     replicas: int = 1
     cpus: float = 1.0
     sessions: int = 12
     http_headroom: int = 4
+    drain_s: float = 600.0
 
     @property
     def max_ongoing_requests(self) -> int:
@@ -72,7 +75,7 @@ def deploy(make_app: Callable[[], object], options: ReplicaOptions, address: str
     ask = {"num_gpus": 1} if ray.cluster_resources().get("GPU") else {"num_cpus": options.cpus}
     deployment = serve.deployment(serve.ingress(build_on_replica)(), name="AvatarReplica",
                                   num_replicas=options.replicas, max_ongoing_requests=options.max_ongoing_requests,
-                                  ray_actor_options=ask)
+                                  graceful_shutdown_timeout_s=options.drain_s, ray_actor_options=ask)
     serve.run(deployment.bind(), name=APP_NAME, route_prefix="/")
     log.info("%d replicas serving on http://%s:%d/", options.replicas, host, port)
     return ray

@@ -37,7 +37,7 @@ def avatars(tmp_path_factory, tiny_musetalk, media):
 
 @pytest.fixture(scope="module")
 def served(ray_local, tiny_models, avatars):
-    """Two replicas of the server on Ray Serve; yields the port."""
+    """Two replicas of the server on Ray Serve; yields (port, a function deploying N replicas)."""
     from ray import serve
 
     from musetalk.cli.main import build_parser
@@ -48,8 +48,13 @@ def served(ray_local, tiny_models, avatars):
     args = build_parser().parse_args(["serve", "--models", str(tiny_models), "--avatars", str(avatars),
                                       "--device", "cpu", "--batch-size", "4", "--max-sessions", "1",
                                       "--latency-budget-ms", "60000"])
-    deploy(functools.partial(build_app, args), ReplicaOptions(replicas=2, cpus=0.5, sessions=1), port=port)
-    yield port
+
+    def scale(replicas: int) -> None:
+        deploy(functools.partial(build_app, args), ReplicaOptions(replicas=replicas, cpus=0.5, sessions=1),
+               port=port)
+
+    scale(2)
+    yield port, scale
     serve.delete(APP_NAME)
 
 
@@ -68,7 +73,7 @@ def frames_until_done(ws) -> tuple[int, dict]:
 
 
 def test_two_sessions_at_once_go_to_two_replicas_a_third_is_refused(served, speech_pcm16):
-    url = f"ws://127.0.0.1:{served}/ws/photo"
+    url = f"ws://127.0.0.1:{served[0]}/ws/photo"
     with ws_connect(url) as first, ws_connect(url) as second:
         replicas = {ws.response.headers["x-musetalk-replica"] for ws in (first, second)}
         assert len(replicas) == 2
@@ -86,6 +91,22 @@ def test_two_sessions_at_once_go_to_two_replicas_a_third_is_refused(served, spee
             frames, done = frames_until_done(ws)
             assert frames == expected == 10
             assert (done["type"], done["frames"]) == ("done", expected)
+
+
+def test_replicas_added_while_a_session_runs_leave_it_running(served, speech_pcm16):
+    from ray import serve
+
+    from musetalk.distributed.serve import APP_NAME
+
+    port, scale = served
+    with ws_connect(f"ws://127.0.0.1:{port}/ws/photo") as session:
+        session.send(speech_pcm16)
+        session.send(json.dumps({"type": "end"}))
+        scale(3)
+        frames, done = frames_until_done(session)
+        assert frames == done["frames"] == 10
+    replicas = serve.status().applications[APP_NAME].deployments["AvatarReplica"].replica_states
+    assert replicas.get("RUNNING") == 3
 
 
 @pytest.fixture(scope="module")
