@@ -2,7 +2,9 @@
 streamed audio prompts are from offline ones.
 
 Starts ``musetalk serve`` in a subprocess on a prepared avatar and runs K WebSocket clients at once, each
-sending speech in ``--chunk-ms`` chunks at real-time pace. Latency of frame i = time its JPEG arrives
+sending speech in ``--chunk-ms`` chunks at real-time pace; then one session without and with the
+look-ahead, the time from a ``say`` message to its first frame, and the server's CPU time and model frames
+per second of one live session at rest against one speaking. Latency of frame i = time its JPEG arrives
 minus the time the client had sent all the audio that frame needs (its 10 whisper frames plus the
 server's look-ahead, or the end message for the last frames). A session count is "real time" when every
 session receives >= 95 % of the fps and the p95 latency is under ``--max-p95``.
@@ -35,10 +37,12 @@ log = logging.getLogger("bench.realtime")
 
 @dataclass
 class SessionResult:
-    latencies: np.ndarray  # seconds, one per frame
+    latencies: np.ndarray  # seconds from the frame's audio being complete (look-ahead included) to arrival
+    delays: np.ndarray  # seconds from the frame's own time in the speech (as sent) to arrival
     fps: float  # frames per second over the session's output span
-    frames: int
+    frames: int  # frames and skips, as the server counted them
     expected: int
+    skipped: int
 
 
 def ready_times(samples: int, chunk: int, send_times: list[float], end_time: float, fps: float,
@@ -57,22 +61,27 @@ def ready_times(samples: int, chunk: int, send_times: list[float], end_time: flo
 
 
 async def run_session(url: str, pcm: bytes, chunk_ms: int, fps: float, lookahead: float) -> SessionResult:
-    """Stream ``pcm`` (s16le 16 kHz) at real-time pace; collect frame arrival times."""
+    """Stream ``pcm`` (s16le 16 kHz) at real-time pace; collect frame arrival times (skips keep indices)."""
     import websockets
 
     chunk = 16 * chunk_ms * 2
-    received: list[float] = []
+    arrivals: dict[int, float] = {}
     sends: list[float] = []
     async with websockets.connect(url, max_size=None) as ws:
-        async def receive() -> int:
+        async def receive() -> tuple[int, int]:
+            index = 0
             async for message in ws:
                 if isinstance(message, bytes):
-                    received.append(time.perf_counter())
+                    arrivals[index] = time.perf_counter()
+                    index += 1
+                    continue
+                msg = json.loads(message)
+                if msg["type"] == "skip":
+                    index += 1
+                elif msg["type"] == "done":
+                    return msg["frames"], msg["skipped"]
                 else:
-                    msg = json.loads(message)
-                    if msg["type"] != "done":
-                        raise RuntimeError(msg)
-                    return msg["frames"]
+                    raise RuntimeError(msg)
             raise RuntimeError("connection closed early")
 
         receiver = asyncio.create_task(receive())
@@ -83,10 +92,13 @@ async def run_session(url: str, pcm: bytes, chunk_ms: int, fps: float, lookahead
             sends.append(time.perf_counter())
         await ws.send(json.dumps({"type": "end"}))
         end = time.perf_counter()
-        frames = await receiver
+        frames, skipped = await receiver
     ready = ready_times(len(pcm) // 2, chunk // 2, sends, end, fps, lookahead)
-    span = received[-1] - received[0] if len(received) > 1 else float("nan")
-    return SessionResult(np.array(received) - ready[: len(received)], (len(received) - 1) / span, frames, len(ready))
+    index = np.array(sorted(arrivals), dtype=np.int64)
+    got = np.array([arrivals[i] for i in index])
+    span = got[-1] - got[0] if len(got) > 1 else float("nan")
+    own_time = start + (index + 1) / fps
+    return SessionResult(got - ready[index], got - own_time, (len(got) - 1) / span, frames, len(ready), skipped)
 
 
 async def run_round(url: str, pcm: bytes, sessions: int, chunk_ms: int, fps: float, lookahead: float):
@@ -98,10 +110,56 @@ async def run_round(url: str, pcm: bytes, sessions: int, chunk_ms: int, fps: flo
     return await asyncio.gather(*(staggered(i) for i in range(sessions)))
 
 
+async def text_to_first_frame(url: str, text: str) -> float:
+    """Seconds from sending ``{"type": "say"}`` to the first frame (infinite when every frame was skipped)."""
+    import websockets
+
+    async with websockets.connect(url, max_size=None) as ws:
+        sent = time.perf_counter()
+        await ws.send(json.dumps({"type": "say", "text": text}))
+        async for message in ws:
+            if isinstance(message, bytes):
+                return time.perf_counter() - sent
+    return float("inf")
+
+
+async def session_cost(url: str, port: int, pcm: bytes | None, seconds: float) -> tuple[float, float]:
+    """(server CPU seconds per second, model frames per second) while one live session stays at rest
+    (``pcm`` None) or one plain session speaks ``pcm`` in real time."""
+    import websockets
+
+    before = scrape(port)
+    start = time.perf_counter()
+    if pcm is None:
+        async with websockets.connect(url + ("&" if "?" in url else "?") + "live=1", max_size=None) as ws:
+            async def drain() -> None:
+                async for _ in ws:
+                    pass
+
+            reader = asyncio.create_task(drain())
+            await asyncio.sleep(seconds)
+            reader.cancel()
+    else:
+        await run_session(url, pcm, 20, 25.0, 0.0)
+    spent = time.perf_counter() - start
+    after = scrape(port)
+    cpu = (after["process_cpu_seconds_total"] - before["process_cpu_seconds_total"]) / spent
+    frames = (after["musetalk_generate_batch_size_sum"] - before["musetalk_generate_batch_size_sum"]) / spent
+    return cpu, frames
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The server's /metrics as {name: value} (samples without labels)."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    return {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+            if line and not line.startswith("#") and "{" not in line}
+
+
 def start_server(args: argparse.Namespace, models: Path, avatars: Path, port: int) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "musetalk.cli.main", "-q", "serve", "--models", str(models), "--avatars",
            str(avatars), "--port", str(port), "--device", args.device, "--batch-size", str(args.batch_size),
-           "--lookahead", str(args.lookahead)] + (["--fp16"] if args.fp16 else [])
+           "--lookahead", str(args.lookahead), "--max-sessions", str(max(args.sessions)),
+           "--latency-budget-ms", str(args.budget_ms)] + (["--fp16"] if args.fp16 else [])
     proc = subprocess.Popen(cmd, cwd=ROOT)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -147,32 +205,61 @@ def bench_serving(args: argparse.Namespace) -> None:
             rows, best = [], 0
             for k in args.sessions:
                 results = asyncio.run(run_round(url, pcm, k, args.chunk_ms, fps, args.lookahead))
-                lat = np.concatenate([r.latencies for r in results])
-                ok = all(r.frames == r.expected for r in results)
-                worst_fps = min(r.fps for r in results)
-                p50, p95 = np.percentile(lat, 50), np.percentile(lat, 95)
-                realtime = ok and worst_fps >= 0.95 * fps and p95 <= args.max_p95
-                best = k if realtime else best
-                rows.append((k, p50, p95, worst_fps, sum(r.frames for r in results), realtime))
-                log.info("%d sessions: p50 %.0f ms, p95 %.0f ms, min fps %.1f, %s", k, p50 * 1e3, p95 * 1e3,
-                         worst_fps, "real time" if realtime else "NOT real time")
-                if not realtime and not args.all:
+                rows.append(summarize(args, k, results, fps))
+                best = k if rows[-1][-1] else best
+                if not rows[-1][-1] and not args.all:
                     break
+            lookahead_rows = [(v, asyncio.run(run_round(f"{url}?lookahead={v:g}", pcm, 1, args.chunk_ms, fps, v))[0])
+                              for v in (0.0, args.lookahead)]
+            say = [asyncio.run(text_to_first_frame(url, args.say)) for _ in range(3)][1:]  # the first loads the voice
+            costs = [asyncio.run(session_cost(url, args.port, None, args.seconds)),
+                     asyncio.run(session_cost(url, args.port, pcm, args.seconds))]
         finally:
             server.terminate()
             server.wait()
     print_table(args, rows, best, fps)
+    print_extras(lookahead_rows, say, costs)
+
+
+def percentile(values: np.ndarray, q: float) -> float:
+    """The q-th percentile; infinite when no frame arrived (all skipped)."""
+    return float(np.percentile(values, q)) if len(values) else float("inf")
+
+
+def summarize(args: argparse.Namespace, k: int, results: list[SessionResult], fps: float) -> tuple:
+    """One row of the sessions table; its last item: whether the round was real time."""
+    lat = np.concatenate([r.latencies for r in results])
+    ok = all(r.frames == r.expected for r in results)
+    worst_fps = min(r.fps for r in results)
+    p50, p95 = percentile(lat, 50), percentile(lat, 95)
+    skipped = sum(r.skipped for r in results)
+    realtime = ok and worst_fps >= 0.95 * fps and p95 <= args.max_p95
+    log.info("%d sessions: p50 %.0f ms, p95 %.0f ms, min fps %.1f, %d skipped, %s", k, p50 * 1e3, p95 * 1e3,
+             worst_fps, skipped, "real time" if realtime else "NOT real time")
+    return k, p50, p95, worst_fps, sum(r.frames for r in results), skipped, realtime
 
 
 def print_table(args: argparse.Namespace, rows: list, best: int, fps: float) -> None:
     lines = [f"device {args.device}, {args.size} models{' fp16' if args.fp16 else ''}, avatar {Path(args.avatar).name}, "
              f"{args.seconds:g} s speech per session in {args.chunk_ms} ms chunks, look-ahead {args.lookahead:g} s, "
-             f"batch {args.batch_size}",
-             "| sessions | latency p50 (ms) | latency p95 (ms) | min sustained fps | frames | real time |",
-             "|---:|---:|---:|---:|---:|:---:|"]
-    lines += [f"| {k} | {p50 * 1e3:.0f} | {p95 * 1e3:.0f} | {f:.1f} | {n} | {'yes' if rt else 'no'} |"
-              for k, p50, p95, f, n, rt in rows]
+             f"batch {args.batch_size}, latency budget {args.budget_ms:g} ms",
+             "| sessions | latency p50 (ms) | latency p95 (ms) | min sustained fps | frames | skipped | real time |",
+             "|---:|---:|---:|---:|---:|---:|:---:|"]
+    lines += [f"| {k} | {p50 * 1e3:.0f} | {p95 * 1e3:.0f} | {f:.1f} | {n} | {sk} | {'yes' if rt else 'no'} |"
+              for k, p50, p95, f, n, sk, rt in rows]
     lines.append(f"concurrent {fps:g} fps sessions kept in real time (p95 <= {args.max_p95 * 1e3:.0f} ms): {best}")
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+def print_extras(lookahead_rows: list, say: list[float], costs: list[tuple[float, float]]) -> None:
+    lines = ["| look-ahead (s) | p95 after the audio is complete (ms) | p95 after the frame's own audio (ms) |",
+             "|---:|---:|---:|"]
+    lines += [f"| {v:g} | {percentile(r.latencies, 95) * 1e3:.0f} | {percentile(r.delays, 95) * 1e3:.0f} |"
+              for v, r in lookahead_rows]
+    lines.append(f"text to first frame (say): {np.median(say) * 1e3:.0f} ms (median of {len(say)})")
+    (idle_cpu, idle_frames), (talk_cpu, talk_frames) = costs
+    lines.append(f"one live session at rest: {idle_cpu:.2f} CPU s/s, {idle_frames:.1f} model frames/s; "
+                 f"one speaking session: {talk_cpu:.2f} CPU s/s, {talk_frames:.1f} model frames/s")
     sys.stdout.write("\n".join(lines) + "\n")
 
 
@@ -187,7 +274,7 @@ def feature_diff(args: argparse.Namespace) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         encoder, extractor, which = whisper_for_diff(Path(tmp))
-        speech = load_audio(args.audio)
+        speech = load_audio(args.audio)[: int(args.diff_seconds * 16000) if args.diff_seconds else None]
         offline = frame_windows(whisper_hidden_states(encoder, extractor, speech, "cpu", torch.float32), len(speech), 25)
         chunk = 16 * args.chunk_ms
         lines = [f"streamed vs offline prompts, {Path(args.audio).name} ({len(speech) / 16000:.2f} s, "
@@ -251,9 +338,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lookahead", type=float, default=DEFAULT_LOOKAHEAD_S)
     parser.add_argument("--max-p95", type=float, default=0.2, help="p95 latency bound of 'real time' (s)")
+    parser.add_argument("--budget-ms", type=float, default=200.0, help="the server's --latency-budget-ms")
+    parser.add_argument("--say", default="Hello there, how are you today?", help="text of the text-to-frame test")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--feature-diff", action="store_true", help="only measure streamed vs offline prompts")
     parser.add_argument("--lookaheads", default="0,0.1,0.2,0.4,0.8", help="look-aheads for --feature-diff")
+    parser.add_argument("--diff-seconds", type=float, default=None,
+                        help="--feature-diff on the first seconds of --audio only (default: all of it)")
     args = parser.parse_args()
     args.sessions = [int(k) for k in args.sessions.split(",")]
     args.lookaheads = [float(v) for v in args.lookaheads.split(",")]

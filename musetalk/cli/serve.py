@@ -59,6 +59,10 @@ def access_token(given: str | None, host: str, port: int) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.max_sessions is not None and args.max_sessions < 1:
+        raise MuseTalkError(f"--max-sessions must be at least 1, got {args.max_sessions}")
+    if args.latency_budget_ms <= 0:
+        raise MuseTalkError(f"--latency-budget-ms must be positive, got {args.latency_budget_ms:g}")
     import torch
     import uvicorn
 
@@ -79,10 +83,6 @@ def run(args: argparse.Namespace) -> int:
                         cache_mb=args.avatar_cache_mb)
     access = AccessPolicy(access_token(args.token, args.host, args.port), tuple(args.allow_origin))
     lookahead = DEFAULT_LOOKAHEAD_S if args.lookahead is None else args.lookahead
-    if args.max_sessions is not None and args.max_sessions < 1:
-        raise MuseTalkError(f"--max-sessions must be at least 1, got {args.max_sessions}")
-    if args.latency_budget_ms <= 0:
-        raise MuseTalkError(f"--latency-budget-ms must be positive, got {args.latency_budget_ms:g}")
     budget = args.latency_budget_ms / 1000
     capacity = args.max_sessions or calibrate(mt, args.batch_size, budget)
     with Engine(mt, batch_size=args.batch_size, lookahead_s=lookahead, latency_budget_s=budget,

@@ -7,8 +7,8 @@
     for item in session.frames(): ...         # Frame(index, jpeg, image, times) or Skip(index, skipped)
 
 A clock thread sends live sessions' frames at their due times (rest frames, made from the avatar's
-cached source frames, and speech frames rendered ahead). The scheduler thread loops: (1) plans and runs one batched whisper pass over the new audio windows of
-every session (:mod:`.streaming`); (2) picks up to ``batch_size`` frames earliest-deadline-first across
+cached source frames, and speech frames rendered ahead). The scheduler thread loops: (1) plans and runs
+one batched whisper pass over the new audio windows of every session (:mod:`.streaming`); (2) picks up to ``batch_size`` frames earliest-deadline-first across
 sessions, skipping those that can no longer make their deadline (:mod:`.session`); (3) one
 ``generate_latents`` call over them; (4) hands the faces to a small compositor pool (paste, JPEG). A fault
 in any stage fails only the sessions it involves (a failed batch is retried per session to find them);

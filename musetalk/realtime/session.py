@@ -209,12 +209,6 @@ class Session:
         self._wake()
 
     @property
-    def stream(self) -> FeatureStream | None:
-        """The audio stream of the current utterance (None: at rest)."""
-        utterance = self._current()
-        return utterance.stream if utterance else None
-
-    @property
     def frame_total(self) -> int | None:
         """Plain sessions: floor(seconds x fps) after :meth:`end`, else None."""
         return self._frame_total

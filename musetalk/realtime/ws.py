@@ -1,19 +1,22 @@
 """The WebSocket protocol of ``/ws/{avatar}`` (registered on the app by :func:`register`).
 
 Query: ``lookahead=<seconds>`` (this session's audio look-ahead), ``live=1`` (a live session),
-``bargein=1`` (live: a new utterance while one plays interrupts it). Client -> server: binary PCM s16le
-16 kHz mono chunks of any size, then text ``{"type": "end"}``; or ``{"type": "say", "text": "..."}`` (an
-utterance synthesised sentence by sentence that ends by itself; the client gets its speech as
-``{"type": "audio", "frame": i, "sample_rate": 16000, "pcm16": "<base64 s16le>"}`` to play from frame i's
-time); live sessions also ``{"type": "interrupt"}`` and ``{"type": "close"}``. Server -> client: one binary JPEG per frame in index order,
-``{"type": "skip", "index": i, "skipped": total}`` in place of a frame that missed its deadline; without
+``bargein=1`` (live: a new utterance while one plays interrupts it).
+
+Client -> server: binary PCM s16le 16 kHz mono chunks of any size, then text ``{"type": "end"}``; or
+``{"type": "say", "text": "..."}`` (an utterance synthesised sentence by sentence that ends by itself);
+live sessions also ``{"type": "interrupt"}`` and ``{"type": "close"}``.
+
+Server -> client: one binary JPEG per frame in index order; ``{"type": "skip", "index": i, "skipped":
+total}`` in place of a frame that missed its deadline; the speech of a ``say`` as ``{"type": "audio",
+"frame": i, "sample_rate": 16000, "pcm16": "<base64 s16le>"}`` to play from frame i's time. Without
 live=1 then ``{"type": "done", "frames": N, "skipped": K}`` and a normal close; live sessions stream from
 the start (the avatar at rest between utterances), with ``{"type": "state", "state": "rest"|"speaking"}``
 on every change and ``{"type": "utterance_done", "frames": N}`` after each utterance, until ``close``.
 
 Every refusal is ``{"type": "error", "message": "<one line>"}`` then a close with the same reason and
-code 1013 (server full), 1008 (protocol misuse, unknown avatar, bad parameter) or 1011 (the engine
-failed this session).
+code 1013 (server full), 1008 (protocol misuse, unknown avatar, bad parameter, text too long) or 1011
+(the engine or the speech synthesis failed this session).
 """
 from __future__ import annotations
 

@@ -78,3 +78,13 @@ def feed_realtime(sessions, samples: np.ndarray, chunk_ms: int = 20) -> None:
             s.feed(samples[offset : offset + chunk])
     for s in sessions:
         s.end()
+
+
+def wait_until(condition, timeout: float = 30.0) -> None:
+    """Poll ``condition()`` until true; fail after ``timeout`` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)

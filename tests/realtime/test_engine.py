@@ -13,7 +13,7 @@ from musetalk.face import paste_face
 from musetalk.realtime.engine import Engine
 from musetalk.realtime.session import SessionError
 
-from .conftest import uneven_chunks
+from .conftest import uneven_chunks, wait_until
 
 
 def offline_frames(mt, avatar, samples: np.ndarray) -> np.ndarray:
@@ -23,13 +23,6 @@ def offline_frames(mt, avatar, samples: np.ndarray) -> np.ndarray:
     faces = mt.generate(np.asarray(avatar.crops)[src], feats)
     return np.stack([paste_face(np.asarray(avatar.frames[s]), f, avatar.records[s], avatar.mask(s))
                      for s, f in zip(src, faces)])
-
-
-def wait_until(condition, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def test_whole_clip_equals_offline(store, tiny_musetalk, speech):

@@ -152,3 +152,30 @@ def test_ten_idle_and_one_speaking_within_budget_where_eleven_speaking_are_refus
         assert np.percentile([f.latency for f in frames], 95) <= budget
     spoken = [i.payload for _, i in readers[0].items if isinstance(i, Event)]
     assert {"type": "utterance_done", "frames": 50} in spoken
+
+
+def test_the_speaker_beyond_capacity_is_the_one_that_skips(tiny_musetalk, store, speech):
+    # capacity 1: A speaks first and keeps its slot; B starts speaking 0.2 s later while the engine is full.
+    # Both together ask 50 frames/s of a generator making 4 frames per 100 ms (40 frames/s).
+    with Engine(tiny_musetalk, batch_size=4, latency_budget_s=0.3, capacity=1, lookahead_s=0.1) as engine:
+        white_faces(engine, generate_s=0.1)
+        avatar = store.load("photo")
+        first, second = engine.open(avatar, live=True), engine.open(avatar, live=True)
+        readers = [Reader(first), Reader(second)]
+        clip = speech[16000:16000 * 3]
+        speakers = [threading.Thread(target=speak, args=(first, clip))]
+        speakers[0].start()
+        time.sleep(0.2)
+        speakers.append(threading.Thread(target=speak, args=(second, clip)))
+        speakers[1].start()
+        for t in speakers:
+            t.join()
+        time.sleep(1.0)
+        for s in (first, second):
+            s.finish()
+        for r in readers:
+            r.join(30)
+    assert first.skipped <= 2 and second.skipped >= 10, (first.skipped, second.skipped)
+    for reader in readers:
+        indices = [i.index for _, i in reader.items if not isinstance(i, Event)]
+        assert indices == list(range(len(indices)))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,14 +14,7 @@ from musetalk.realtime.outbox import Frame, Skip
 from musetalk.realtime.server import create_app
 from musetalk.realtime.session import SessionError
 
-from .conftest import fake_models
-
-
-def wait_until(condition, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
+from .conftest import fake_models, wait_until
 
 
 def rss_bytes() -> int:

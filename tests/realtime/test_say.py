@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from musetalk.realtime.engine import Engine
 from musetalk.realtime.server import create_app
 from musetalk.speech import MAX_TEXT_CHARS, SpeechError, check_text
+
+from .conftest import fake_models
 
 
 class FakeSynthesizer:
@@ -31,6 +34,13 @@ class FakeSynthesizer:
 @pytest.fixture()
 def synth(speech):
     return FakeSynthesizer(speech)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_musetalk):
+    """An engine on fake models (this module tests the protocol, not the pictures)."""
+    with Engine(tiny_musetalk, batch_size=8, capacity=4) as engine:
+        yield fake_models(engine)
 
 
 @pytest.fixture()
