@@ -31,7 +31,6 @@ class MemoryCache:
         self._bytes = 0
         self._lock = threading.Lock()
         self.hits = 0
-        self.misses = 0
 
     @classmethod
     def of_megabytes(cls, megabytes: float) -> "MemoryCache":
@@ -53,7 +52,6 @@ class MemoryCache:
                 self._entries.move_to_end(key)
                 self.hits += 1
                 return entry[0]  # type: ignore[return-value]
-            self.misses += 1
         value = load()
         self._put(key, value, int(size(value)))
         return value

@@ -83,10 +83,6 @@ class Packed:
             return cls(np.zeros(0, np.uint8), offsets)
         return cls(np.memmap(folder / f"{stem}.bin", np.uint8, mode="r"), offsets)
 
-    @property
-    def nbytes(self) -> int:
-        return int(self.offsets[-1]) + self.offsets.nbytes
-
 
 @dataclass(frozen=True)
 class AvatarData:

@@ -9,9 +9,10 @@ import shutil
 from pathlib import Path
 from typing import AsyncIterator
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.types import Message, Receive
 
@@ -97,8 +98,8 @@ async def _receive_upload(request: Request, store: AvatarStore, jobs: Preparatio
     try:
         form = await limited.form(max_files=1, max_fields=len(FIELDS))
     except (MultiPartException, HTTPException) as exc:
-        raise UploadRefused(400, f"malformed upload: {getattr(exc, 'detail', None) or exc}; send multipart "
-                                 f"form data with 'file' and 'name'") from None
+        detail = str(getattr(exc, "detail", None) or exc).rstrip(".")
+        raise UploadRefused(400, f"malformed upload ({detail}): send multipart form data with 'file' and 'name'") from None
     try:
         file, name, settings, replace = _fields(form)
         if jobs.busy(name):
