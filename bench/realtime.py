@@ -128,6 +128,7 @@ async def session_cost(url: str, port: int, pcm: bytes | None, seconds: float) -
     (``pcm`` None) or one plain session speaks ``pcm`` in real time."""
     import websockets
 
+    await settle(port)
     before = scrape(port)
     start = time.perf_counter()
     if pcm is None:
@@ -146,6 +147,13 @@ async def session_cost(url: str, port: int, pcm: bytes | None, seconds: float) -
     cpu = (after["process_cpu_seconds_total"] - before["process_cpu_seconds_total"]) / spent
     frames = (after["musetalk_generate_batch_size_sum"] - before["musetalk_generate_batch_size_sum"]) / spent
     return cpu, frames
+
+
+async def settle(port: int, quiet_s: float = 2.0) -> None:
+    """Wait until the server has no session left, then ``quiet_s`` more (work of closed sessions ends)."""
+    while json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10).read())["sessions"]:
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(quiet_s)
 
 
 def scrape(port: int) -> dict[str, float]:
