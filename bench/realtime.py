@@ -128,6 +128,7 @@ async def session_cost(url: str, port: int, pcm: bytes | None, seconds: float) -
     (``pcm`` None) or one plain session speaks ``pcm`` in real time."""
     import websockets
 
+    await settle(port)
     before = scrape(port)
     start = time.perf_counter()
     if pcm is None:
@@ -146,6 +147,19 @@ async def session_cost(url: str, port: int, pcm: bytes | None, seconds: float) -
     cpu = (after["process_cpu_seconds_total"] - before["process_cpu_seconds_total"]) / spent
     frames = (after["musetalk_generate_batch_size_sum"] - before["musetalk_generate_batch_size_sum"]) / spent
     return cpu, frames
+
+
+async def settled(port: int, job):
+    """``await job`` once the server has no session left."""
+    await settle(port, 0.0)
+    return await job
+
+
+async def settle(port: int, quiet_s: float = 2.0) -> None:
+    """Wait until the server has no session left, then ``quiet_s`` more (work of closed sessions ends)."""
+    while json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10).read())["sessions"]:
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(quiet_s)
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -209,9 +223,11 @@ def bench_serving(args: argparse.Namespace) -> None:
                 best = k if rows[-1][-1] else best
                 if not rows[-1][-1] and not args.all:
                     break
-            lookahead_rows = [(v, asyncio.run(run_round(f"{url}?lookahead={v:g}", pcm, 1, args.chunk_ms, fps, v))[0])
+            lookahead_rows = [(v, asyncio.run(settled(args.port, run_round(f"{url}?lookahead={v:g}", pcm, 1,
+                                                                           args.chunk_ms, fps, v)))[0])
                               for v in (0.0, args.lookahead)]
-            say = [asyncio.run(text_to_first_frame(url, args.say)) for _ in range(3)][1:]  # the first loads the voice
+            say = [asyncio.run(settled(args.port, text_to_first_frame(url, args.say)))
+                   for _ in range(3)][1:]  # the first loads the voice
             costs = [asyncio.run(session_cost(url, args.port, None, args.seconds)),
                      asyncio.run(session_cost(url, args.port, pcm, args.seconds))]
         finally:

@@ -30,6 +30,8 @@ from ..audio.load import SAMPLE_RATE
 
 STATE_SAMPLES = SAMPLE_RATE // FEATURE_RATE  # 320 samples (20 ms) per whisper feature frame
 SEGMENT_STATES = SEGMENT_SAMPLES // STATE_SAMPLES  # 1500 feature frames per 30 s segment
+# The knee of the measured curve (bench/realtime.py --feature-diff, sun.wav in 20 ms chunks, real tiny.en):
+# mean relative prompt error 0.235 / 0.155 / 0.118 / 0.085 / 0.064 at 0 / 0.1 / 0.2 / 0.4 / 0.8 s.
 DEFAULT_LOOKAHEAD_S = 0.4
 
 

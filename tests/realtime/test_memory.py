@@ -24,12 +24,18 @@ def rss_bytes() -> int:
     raise AssertionError("no VmRSS in /proc/self/status")
 
 
+def unread_session(engine, store, speech):
+    """A session given 2 s of speech (50 frames) whose client reads nothing."""
+    fake_models(engine)
+    session = engine.open(store.load("photo"))
+    session.feed(speech[:32000])
+    session.end()
+    return session
+
+
 def test_slow_client_loses_frames_as_counted_skips(tiny_musetalk, store, speech):
     with Engine(tiny_musetalk, batch_size=8, outbox_frames=10) as engine:
-        fake_models(engine)
-        session = engine.open(store.load("photo"))
-        session.feed(speech[:32000])
-        session.end()
+        session = unread_session(engine, store, speech)
         wait_until(lambda: session.finished)  # all 50 frames done while the client read nothing
         items = list(session.frames(timeout=10))
     assert [type(i) for i in items] == [Frame] * 10 + [Skip] * 40
@@ -39,10 +45,7 @@ def test_slow_client_loses_frames_as_counted_skips(tiny_musetalk, store, speech)
 
 def test_stuck_client_is_failed(tiny_musetalk, store, speech):
     with Engine(tiny_musetalk, batch_size=8, outbox_frames=5) as engine:
-        fake_models(engine)
-        session = engine.open(store.load("photo"))
-        session.feed(speech[:32000])
-        session.end()
+        session = unread_session(engine, store, speech)
         wait_until(lambda: session.error is not None)
         wait_until(lambda: engine.sessions == 0)
     try:
