@@ -59,7 +59,6 @@ class DubWorker:
             audio = storage.local_input(job.audio, work, "audio")
             local = work / ("out-" + Path(job.output).name)
             result = dub(source, audio, local, self.options, model=self._model())
-            storage.commit(local.with_name(local.name + ".json"), job.output + ".json", job.key)
             storage.commit(local, job.output, job.key)
         return JobResult(job.row, job.output, DONE, result.frames, time.perf_counter() - started, worker=self.name)
 

@@ -7,7 +7,6 @@ from fractions import Fraction
 
 import av
 import numpy as np
-import pytest
 import soundfile as sf
 
 from musetalk.pipeline.dub import DubOptions, dub

@@ -79,9 +79,10 @@ def test_slow_source_leaves_the_device_idle(tmp_path, tiny_musetalk, clip10, spe
 def test_tiny_decoder_from_the_command_line(tmp_path, capsys, tiny_models, clip10, speech1s):
     out = tmp_path / "tiny.mp4"
     code = main(["dub", str(clip10), str(speech1s), "-o", str(out), "--models", str(tiny_models),
-                 "--decoder", "tiny", "--batch-size", "4", "--end", "0.4", "--quiet"])
+                 "--decoder", "tiny", "--batch-size", "4", "--end", "0.4", "--quiet", "--stats",
+                 str(tmp_path / "stats.json")])
     assert code == 0 and probe(out).num_frames == 10
-    options = json.loads((tmp_path / "tiny.mp4.json").read_text())["options"]
+    options = json.loads((tmp_path / "stats.json").read_text())["options"]
     assert (options["decoder"], options["dtype"], options["compile"]) == ("tiny", "auto", "off")
 
 

@@ -6,7 +6,6 @@ import gc
 import json
 from pathlib import Path
 
-import numpy as np
 from fastapi.testclient import TestClient
 
 from musetalk.realtime.engine import Engine

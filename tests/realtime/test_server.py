@@ -14,7 +14,7 @@ from musetalk.realtime.avatar import AvatarStore
 from musetalk.realtime.engine import Engine
 from musetalk.realtime.server import create_app
 
-from .conftest import fake_models, uneven_chunks
+from .conftest import fake_models
 
 
 @pytest.fixture(scope="module")
