@@ -39,6 +39,7 @@ from .streaming import DEFAULT_LOOKAHEAD_S, Plan, encode_plans
 log = logging.getLogger(__name__)
 
 _EWMA = 0.2  # weight of the newest measurement in the render time estimate
+_RETRY_FRACTION = 0.9  # a render estimate above the budget decays to this share of it
 REST_CACHE_FRAMES = 2048  # JPEGs of avatar source frames kept for live sessions at rest
 
 
@@ -235,7 +236,17 @@ class Engine:
                 jobs.append(job)
             if (d := s.head_deadline()) is not None:
                 heapq.heappush(heads, (s in overflow, d, s.id, s))
+        if not jobs:
+            self._forget_slow_renders()
         return jobs
+
+    def _forget_slow_renders(self) -> None:
+        """Nothing was picked: if that is because the render estimate exceeds the whole budget (a one-off
+        stall such as a first CUDA call, or hardware too slow), let it decay so frames are tried and the
+        estimate measured again, instead of skipping every frame from now on."""
+        budget = self.latency_budget_s
+        if budget is not None and self._render_s > budget:
+            self._render_s = max(budget * _RETRY_FRACTION, self._render_s * (1 - _EWMA))
 
     def _overflow(self, sessions: list[Session]) -> set[Session]:
         """Speaking sessions beyond the capacity, by the time they started speaking."""

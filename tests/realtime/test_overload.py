@@ -74,3 +74,23 @@ def test_without_budget_nothing_is_skipped_and_order_is_earliest_deadline_first(
     # equal media clocks: frames alternate between the sessions by index, never one session first
     assert sorted(order[:8], key=lambda p: p[1]) == order[:8]
     assert {i for _, i in order[:8]} == {0, 1, 2, 3}
+
+
+def test_a_stall_longer_than_the_budget_does_not_skip_every_later_frame(tiny_musetalk, store, speech):
+    """One slow batch (a first CUDA call, a hiccup) must not leave the engine believing no frame can ever make
+    its deadline: after it, frames are rendered within the budget again."""
+    clip = speech[16000:16000 + 2 * 16000]
+    total = frame_count(len(clip), 25)
+    with Engine(tiny_musetalk, batch_size=4, latency_budget_s=BUDGET_S, capacity=1) as engine:
+        fake_models(engine, generate_s=0.02)
+        engine._render_s = 5.0  # as measured after a 5 s stall
+        session = engine.open(store.load("photo"))
+        results: dict = {}
+        reader = threading.Thread(target=collect, args=(session, results))
+        reader.start()
+        feed_realtime([session], clip)
+        reader.join()
+    items = results[session.id]
+    assert [item.index for item in items] == list(range(total))
+    latencies = np.array([f.latency for f in items if isinstance(f, Frame)])
+    assert len(latencies) >= 0.5 * total and latencies.max() <= BUDGET_S
