@@ -9,6 +9,8 @@ from pathlib import Path
 
 from ..errors import MuseTalkError
 from ..models.layout import ENV_VAR, VERSIONS
+from ..speech import MAX_TEXT_CHARS
+from .say import VOICE_HELP
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("source", nargs="?", help="talking-head video (mp4, mov, mkv, ...) or photo (png, jpg, ...)")
     p.add_argument("audio", nargs="?", help="speech: wav, flac, mp3, m4a, or a video with an audio track "
                                              "(or --text)")
-    p.add_argument("--text", help="speak this text instead of AUDIO (offline speech synthesis, at most 1000 "
-                                  "characters)")
-    p.add_argument("--voice", help="with --text: Piper voice .onnx (its .onnx.json beside it; default: the "
-                                   "bundled en_US-joe-medium voice)")
+    p.add_argument("--text", help=f"speak this text instead of AUDIO (offline speech synthesis, at most "
+                                  f"{MAX_TEXT_CHARS} characters)")
+    p.add_argument("--voice", help=f"with --text: {VOICE_HELP}")
     p.add_argument("-o", "--output", help="output mp4 (written beside as a temporary file, renamed when complete)")
     p.add_argument("--jobs", metavar="CSV", help="run many dubs with one model load: a CSV with columns "
                                                   "source,audio,output; existing outputs are skipped")
