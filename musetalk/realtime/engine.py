@@ -9,7 +9,8 @@
 A clock thread sends live sessions' frames at their due times (rest frames, made from the avatar's
 cached source frames, and speech frames rendered ahead). The scheduler thread loops: (1) plans and runs
 one batched whisper pass over the new audio windows of every session (:mod:`.streaming`); (2) picks up to ``batch_size`` frames earliest-deadline-first across
-sessions, skipping those that can no longer make their deadline (:mod:`.session`); (3) one
+sessions, skipping those that can no longer make their deadline (:mod:`.session`) and sizing the batch
+to the time left before them (the measured cost of :mod:`.render_cost`); (3) one
 ``generate_latents`` call over them; (4) hands the faces to a small compositor pool (paste, JPEG). A fault
 in any stage fails only the sessions it involves (a failed batch is retried per session to find them);
 an unexpected fault of the loop itself fails every session it was serving, loudly, and the loop goes on.
@@ -32,14 +33,13 @@ from ..errors import MuseTalkError
 from .admission import Admission
 from ..video.jpeg import encode_jpeg
 from .render import blend_with_rest, composite
+from .render_cost import RenderCost
 from .session import Job, Session, SessionError, SessionSettings
 from .stats import EngineStats
 from .streaming import DEFAULT_LOOKAHEAD_S, Plan, encode_plans
 
 log = logging.getLogger(__name__)
 
-_EWMA = 0.2  # weight of the newest measurement in the render time estimate
-_RETRY_FRACTION = 0.9  # a render estimate above the budget decays to this share of it
 REST_CACHE_FRAMES = 2048  # JPEGs of avatar source frames kept for live sessions at rest
 
 
@@ -72,7 +72,7 @@ class Engine:
         self._ids = itertools.count(1)
         self._cond = threading.Condition()
         self._stopping = False
-        self._render_s = 0.0  # estimated seconds from picking a frame to its delivery
+        self.cost = RenderCost()
         self._rest: dict[tuple[int, int], tuple[object, bytes | None]] = {}  # (id(avatar), source) -> (avatar, jpeg)
         self._pool = ThreadPoolExecutor(compositors, thread_name_prefix="musetalk-composite")
         self._slots = threading.Semaphore(2 * compositors * batch_size)  # bounds frames waiting to be composited
@@ -219,34 +219,52 @@ class Engine:
 
     def _pick(self, sessions: list[Session]) -> list[Job]:
         """Up to ``batch_size`` jobs, earliest deadline first across sessions, the speaking sessions beyond the
-        capacity (the last to start speaking) after all others; jobs that would finish after their deadline
-        are skipped instead."""
+        capacity (the last to start speaking) after all others.
+
+        With a budget, a job that would be late even alone is skipped, and when the engine is behind, the
+        batch is the longest run of waiting jobs (in that order) that one call delivers in time: the older
+        jobs of the sessions it serves are skipped for it, so an overloaded engine still draws as many
+        frames as it can instead of rendering one nearly-late frame at a time."""
         overflow = self._overflow(sessions)
-        heads = [(s in overflow, d, s.id, s) for s in sessions if (d := s.head_deadline()) is not None]
-        heapq.heapify(heads)
+        queue = sorted((s in overflow, d, s.id, k, s) for s in sessions for k, d in enumerate(s.waiting_deadlines()))
+        now, skipping = time.perf_counter(), self.latency_budget_s is not None
+        if skipping:
+            start, count = self._window([d for _, d, *_ in queue], now)
+        else:
+            start, count = 0, min(self.batch_size, len(queue))
+        chosen = {s for *_, s in queue[start : start + count]}
         jobs: list[Job] = []
-        finish = time.perf_counter() + self._render_s
-        while heads and len(jobs) < self.batch_size:
-            *_, s = heapq.heappop(heads)
+        for position, (_, deadline, _, _, s) in enumerate(queue):
+            picked = start <= position < start + count
+            late = skipping and (now + self.cost.estimate(1) > deadline or (position < start and s in chosen))
+            if not (picked or late):
+                continue  # it waits (a session's late jobs come first: its deadlines never decrease)
             if (job := s.take()) is None:
-                continue
-            if s.can_skip() and job.deadline < finish:
-                s.skip(job)
-            else:
+                continue  # the session failed or was interrupted meanwhile
+            if picked:
                 jobs.append(job)
-            if (d := s.head_deadline()) is not None:
-                heapq.heappush(heads, (s in overflow, d, s.id, s))
-        if not jobs:
-            self._forget_slow_renders()
+            else:
+                s.skip(job)
+        if not jobs and skipping:
+            self.cost.relax(self.latency_budget_s)
         return jobs
 
-    def _forget_slow_renders(self) -> None:
-        """Nothing was picked: if that is because the render estimate exceeds the whole budget (a one-off
-        stall such as a first CUDA call, or hardware too slow), let it decay so frames are tried and the
-        estimate measured again, instead of skipping every frame from now on."""
-        budget = self.latency_budget_s
-        if budget is not None and self._render_s > budget:
-            self._render_s = max(budget * _RETRY_FRACTION, self._render_s * (1 - _EWMA))
+    def _window(self, deadlines: list[float], now: float) -> tuple[int, int]:
+        """(start, count): the most consecutive ``deadlines`` (at most ``batch_size``, the earliest such run)
+        that one batch picked ``now`` delivers by all of them; one frame while the cost is unknown."""
+        best, most = (0, 0), self.batch_size if self.cost.known else 1
+        for start in range(len(deadlines)):
+            count, earliest = 0, float("inf")
+            for deadline in deadlines[start : start + most]:
+                earliest = min(earliest, deadline)
+                if now + self.cost.estimate(count + 1) > earliest:
+                    break
+                count += 1
+            if count > best[1]:
+                best = (start, count)
+            if best[1] == most or start + best[1] >= len(deadlines):
+                break
+        return best
 
     def _overflow(self, sessions: list[Session]) -> set[Session]:
         """Speaking sessions beyond the capacity, by the time they started speaking."""
@@ -261,20 +279,22 @@ class Engine:
         start = time.perf_counter()
         with_face = [(j.session, j) for j in jobs if j.session.avatar.has_face(j.source)]
         faces = {id(job): face for (_, job), face in _per_session(with_face, self._generate_batch, "generation")}
+        generated_at = time.perf_counter()
+        self.cost.generated(generated_at - start, len(with_face))
         self.stats.batch(len(jobs))
         for j in jobs:
             if j.session.avatar.has_face(j.source) and id(j) not in faces:
                 j.session.release(j)  # its session failed in generation
             else:
                 self._slots.acquire()
-                self._pool.submit(self._composite, j, faces.get(id(j)), start)
+                self._pool.submit(self._composite, j, faces.get(id(j)), generated_at)
 
     def _generate_batch(self, pairs: list[tuple[Session, Job]]) -> list[np.ndarray]:
         latents = torch.stack([j.session.avatar.device_latents(self.mt.device, self.mt.dtype)[j.source]
                                for _, j in pairs])
         return list(self.mt.generate_latents(latents, np.stack([j.prompt for _, j in pairs])))
 
-    def _composite(self, job: Job, face: np.ndarray | None, picked_at: float) -> None:
+    def _composite(self, job: Job, face: np.ndarray | None, generated_at: float) -> None:
         self._slots.release()
         try:
             image = composite(job.session.avatar, job.source, face)
@@ -286,7 +306,7 @@ class Engine:
             job.session.fail(f"compositing failed: {exc}", job)
             return
         job.session.deliver(job, jpeg, image)
-        self._render_s += _EWMA * (time.perf_counter() - picked_at - self._render_s)
+        self.cost.finished(time.perf_counter() - generated_at)
 
 
 def _guarded(session: Session, stage: str, call: Callable):

@@ -3,7 +3,7 @@
 Client side (any thread): :meth:`Session.feed` / ``feed_pcm16`` / ``end`` / ``interrupt`` / ``finish`` /
 ``close``; read with :meth:`Session.frames` (thread) or :meth:`Session.next_item` (asyncio). Engine side,
 the small interface the scheduler uses: ``wants_plan``/``plan``/``add_prompts`` (audio to prompts),
-``head_deadline``/``take`` (earliest-deadline-first picking), ``tick`` (rest frames of live sessions),
+``head_deadline``/``waiting_deadlines``/``take`` (earliest-deadline-first picking), ``tick`` (rest frames of live sessions),
 ``skip``/``deliver``/``release``/``fail`` (outcomes), ``finished``.
 
 The audio arrives as utterances (:class:`Utterance`): a plain session is one utterance from frame 0 and
@@ -344,6 +344,11 @@ class Session:
         with self._lock:
             return self._jobs[0].deadline if self._jobs else None
 
+    def waiting_deadlines(self) -> list[float]:
+        """Deadlines of the jobs waiting, in the order :meth:`take` gives them (non-decreasing)."""
+        with self._lock:
+            return [job.deadline for job in self._jobs]
+
     def take(self) -> Job | None:
         """The next job, now in flight (it must end in :meth:`deliver`, :meth:`skip`, :meth:`release` or
         :meth:`fail`)."""
@@ -352,9 +357,6 @@ class Session:
                 return None
             self._in_flight += 1
             return self._jobs.popleft()
-
-    def can_skip(self) -> bool:
-        return self.settings.budget_s is not None
 
     def next_tick(self) -> float | None:
         """Live: when the clock reaches its next frame (None: not live or over)."""

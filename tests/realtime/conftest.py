@@ -44,19 +44,21 @@ def uneven_chunks(samples: np.ndarray, seed: int = 0, largest: int = 7000):
         i += n
 
 
-def fake_models(engine, generate_s: float = 0.0, fault=None):
+def fake_models(engine, generate_s: float = 0.0, fault=None, frame_s: float = 0.0, encode_s: float = 0.0):
     """Make ``engine`` skip the real models (so timing tests measure the scheduler, not a loaded CPU):
-    zero whisper states at once, and zero faces after ``generate_s`` seconds per call. ``fault(stage,
-    sessions)`` may raise to inject a fault into stage "encode" or "generate"."""
+    zero whisper states after ``encode_s`` seconds per pass, and zero faces after ``generate_s`` seconds
+    per call plus ``frame_s`` per frame. ``fault(stage, sessions)`` may raise to inject a fault into stage
+    "encode" or "generate"."""
     import time
 
     def encode(planned):
+        time.sleep(encode_s)
         if fault:
             fault("encode", [s for s, _ in planned])
         return [np.zeros((sum(p.num_states), 5, 384), np.float32) for _, (_, p) in planned]
 
     def generate(pairs):
-        time.sleep(generate_s)
+        time.sleep(generate_s + frame_s * len(pairs))
         if fault:
             fault("generate", [s for s, _ in pairs])
         return [np.zeros((256, 256, 3), np.uint8) for _ in pairs]

@@ -126,7 +126,6 @@ def test_avatar_shows_at_once_with_the_token(browser, serve):
     wait_stats(browser, "s.state === 'rest'", 30)
 
 
-@pytest.mark.xfail(strict=False, reason="on a 2-core CPU the engine may skip every speech frame (issue 11: batch sizing and late audio encoding), so no frame is drawn while speaking")
 @pytest.mark.timeout(180)
 def test_typed_sentence_is_spoken_then_rest(browser, serve, synthesizer):
     """Rest frames stream at once; a typed sentence is spoken (frames drawn, its audio played on the page)

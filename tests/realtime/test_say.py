@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -16,16 +17,20 @@ from .conftest import fake_models
 
 
 class FakeSynthesizer:
-    """Two "sentences" of real speech (0.5 s and 0.3 s) for any text; ``fail``: raise instead of the second."""
+    """Two "sentences" of real speech (0.5 s and 0.3 s) for any text; ``fail``: raise instead of the second;
+    ``gate``: the second waits until it is set (the say is still being spoken meanwhile)."""
 
-    def __init__(self, speech: np.ndarray, fail: bool = False) -> None:
+    def __init__(self, speech: np.ndarray, fail: bool = False, gate: threading.Event | None = None) -> None:
         self.parts = [speech[16000:24000], speech[32000:36800]]
         self.fail = fail
+        self.gate = gate
         self.texts: list[str] = []
 
     def sentences(self, text: str):
         self.texts.append(check_text(text))
         yield self.parts[0]
+        if self.gate is not None:
+            self.gate.wait(timeout=30)
         if self.fail:
             raise SpeechError("the voice broke")
         yield self.parts[1]
@@ -103,16 +108,22 @@ def test_bad_say_is_refused_with_1008(client, message, match):
         assert ws.receive() == {"type": "websocket.close", "code": 1008, "reason": reply["message"]}
 
 
-def test_audio_during_say_is_refused(client):
-    with client.websocket_connect("/ws/photo") as ws:
-        ws.send_text(json.dumps({"type": "say", "text": "Hello."}))
-        ws.send_bytes(b"\0\0" * 100)
-        while (msg := ws.receive()).get("text") is None or json.loads(msg["text"])["type"] == "audio":
-            pass
-        reply = json.loads(msg["text"])
-        assert reply == {"type": "error", "message": "audio received while a say message is spoken: wait for it, "
-                                                     "or interrupt it"}
-        assert ws.receive()["code"] == 1008
+def test_audio_during_say_is_refused(store, engine, speech):
+    gate = threading.Event()
+    try:
+        with TestClient(create_app(store, engine, synthesizer=FakeSynthesizer(speech, gate=gate))) as client:
+            with client.websocket_connect("/ws/photo") as ws:
+                ws.send_text(json.dumps({"type": "say", "text": "Hello."}))
+                ws.send_bytes(b"\0\0" * 100)
+                while (msg := ws.receive()).get("text") is None or json.loads(msg["text"])["type"] == "audio":
+                    pass
+                reply = json.loads(msg["text"])
+                gate.set()
+                assert reply == {"type": "error", "message": "audio received while a say message is spoken: "
+                                                             "wait for it, or interrupt it"}
+                assert ws.receive()["code"] == 1008
+    finally:
+        gate.set()
 
 
 def test_synthesis_fault_fails_the_session_with_1011(store, engine, speech):
