@@ -86,10 +86,13 @@ def media_step(out: Path) -> Step:
 
 def realtime_step(dry: bool, models: Path, media: Path) -> Step:
     """Sessions at real-time pace until the p95 latency passes 200 ms (bench/realtime.py decides)."""
+    height = 360 if dry else 720
     bench = [sys.executable, str(ROOT / "bench" / "realtime.py"), "--models", str(models), "--max-p95", "0.2",
-             "--audio", str(media / "speech.wav")]
+             "--audio", str(media / "speech.wav"), "--avatar", str(media / f"sun{height}.mp4"),
+             "--face-records", str(media / f"sun{height}.npz")]
     if dry:
-        return Step("realtime", bench + ["--device", "cpu", "--sessions", "1", "--seconds", "1"], 400)
+        return Step("realtime", bench + ["--device", "cpu", "--sessions", "1", "--seconds", "1", "--budget-ms",
+                                         "1000"], 400)
     return Step("realtime", bench + ["--device", "cuda", "--fp16", "--decoder", "tiny",
                                      "--sessions", "1,2,4,8,12,16,24,32,48"], 90)
 

@@ -120,6 +120,8 @@ async def text_to_first_frame(url: str, text: str) -> float:
         async for message in ws:
             if isinstance(message, bytes):
                 return time.perf_counter() - sent
+            if json.loads(message)["type"] == "error":
+                raise RuntimeError(json.loads(message)["message"])
     return float("inf")
 
 
@@ -201,7 +203,8 @@ def prepare(args: argparse.Namespace, work: Path) -> tuple[Path, Path, float]:
     dtype = torch.float16 if args.fp16 else torch.float32
     mt = MuseTalk.from_pretrained(models, device=args.device, dtype=dtype)
     store = AvatarStore(work / "avatars", mt)
-    avatar = store.prepare(args.avatar, "bench", PrepareSettings(max_frames=args.avatar_frames))
+    avatar = store.prepare(args.avatar, "bench", PrepareSettings(max_frames=args.avatar_frames,
+                                                                 face_records=args.face_records))
     return models, store.root, avatar.fps
 
 
@@ -226,8 +229,11 @@ def bench_serving(args: argparse.Namespace) -> None:
             lookahead_rows = [(v, asyncio.run(settled(args.port, run_round(f"{url}?lookahead={v:g}", pcm, 1,
                                                                            args.chunk_ms, fps, v)))[0])
                               for v in (0.0, args.lookahead)]
-            say = [asyncio.run(settled(args.port, text_to_first_frame(url, args.say)))
-                   for _ in range(3)][1:]  # the first loads the voice
+            try:
+                say = [asyncio.run(settled(args.port, text_to_first_frame(url, args.say)))
+                       for _ in range(3)][1:]  # the first loads the voice
+            except RuntimeError as exc:  # e.g. no speech synthesis installed on a bare GPU machine
+                say = str(exc)
             costs = [asyncio.run(session_cost(url, args.port, None, args.seconds)),
                      asyncio.run(session_cost(url, args.port, pcm, args.seconds))]
         finally:
@@ -267,12 +273,15 @@ def print_table(args: argparse.Namespace, rows: list, best: int, fps: float) -> 
     sys.stdout.write("\n".join(lines) + "\n")
 
 
-def print_extras(lookahead_rows: list, say: list[float], costs: list[tuple[float, float]]) -> None:
+def print_extras(lookahead_rows: list, say: list[float] | str, costs: list[tuple[float, float]]) -> None:
     lines = ["| look-ahead (s) | p95 after the audio is complete (ms) | p95 after the frame's own audio (ms) |",
              "|---:|---:|---:|"]
     lines += [f"| {v:g} | {percentile(r.latencies, 95) * 1e3:.0f} | {percentile(r.delays, 95) * 1e3:.0f} |"
               for v, r in lookahead_rows]
-    lines.append(f"text to first frame (say): {np.median(say) * 1e3:.0f} ms (median of {len(say)})")
+    if isinstance(say, str):
+        lines.append(f"text to first frame (say): not measured ({say})")
+    else:
+        lines.append(f"text to first frame (say): {np.median(say) * 1e3:.0f} ms (median of {len(say)})")
     (idle_cpu, idle_frames), (talk_cpu, talk_frames) = costs
     lines.append(f"one live session at rest: {idle_cpu:.2f} CPU s/s, {idle_frames:.1f} model frames/s; "
                  f"one speaking session: {talk_cpu:.2f} CPU s/s, {talk_frames:.1f} model frames/s")
@@ -347,6 +356,8 @@ def main() -> None:
     parser.add_argument("--decoder", choices=("vae", "tiny"), default="tiny", help="latent decoder of the server")
     parser.add_argument("--avatar", default=str(MEDIA / "musk.png"), help="video or photo (default musk.png)")
     parser.add_argument("--avatar-frames", type=int, default=50, help="frames of a video avatar to prepare")
+    parser.add_argument("--face-records", help="face records (.npz) of the avatar's frames: no face analysis "
+                                               "(a machine without dlib; bench/gpu_media.py writes them)")
     parser.add_argument("--audio", default=str(MEDIA / "sun.wav"))
     parser.add_argument("--seconds", type=float, default=6.0, help="speech per session")
     parser.add_argument("--sessions", default="1,2,4,8", help="comma-separated session counts to try")

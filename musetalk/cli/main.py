@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import signal
 import sys
 
@@ -35,15 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
 def configure_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    from huggingface_hub.utils import logging as hub_logging
-
-    for lib in (diffusers_logging, transformers_logging):
-        lib.set_verbosity_error()
-        lib.disable_progress_bar()
-    hub_logging.set_verbosity_error()
+    # The model libraries read these when first imported (importing them here would cost every command,
+    # even one refused for a bad flag, seconds): only errors, no download or loading bars of theirs.
+    for variable in ("DIFFUSERS_VERBOSITY", "TRANSFORMERS_VERBOSITY", "HF_HUB_VERBOSITY"):
+        os.environ.setdefault(variable, "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    for name in ("diffusers.utils.logging", "transformers.utils.logging"):  # already imported (in-process use)
+        if (lib := sys.modules.get(name)) is not None:
+            lib.set_verbosity_error()
+            lib.disable_progress_bar()
 
 
 def _terminate(signum, frame) -> None:

@@ -32,13 +32,13 @@ from tqdm.auto import tqdm
 from ..audio import SAMPLE_RATE, decode_audio, frame_count, frame_windows, to_mono_16k, whisper_hidden_states
 from ..audio.silence import silent_frames, still_weights
 from ..errors import AudioError, FaceError, MuseTalkError
-from ..face import (BlendMask, FaceAnalyzer, FaceRecord, crop_face, default_blend_mode, draw_debug_overlay,
-                    make_blend_mask, paste_face)
+from ..face import (BlendMask, FaceAnalyzer, FaceRecord, RecordedFaces, crop_face, default_blend_mode,
+                    draw_debug_overlay, make_blend_mask, paste_face)
 from ..video import VideoWriter, atomic_output, probe
 from .acceleration import Acceleration, resolve_dtype
 from .lipsync import MuseTalk, PendingFaces
 from .memory import map_large_buffers
-from .source import RecordedFaces, SourceInfo, describe_source, source_frames
+from .source import SourceInfo, describe_source, source_frames
 from .timing import StageTimer
 
 log = logging.getLogger(__name__)

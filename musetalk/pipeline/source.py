@@ -16,8 +16,8 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from ..errors import FaceError, VideoError
-from ..face import FaceRecord, load_records
+from ..errors import VideoError
+from ..face import FaceRecord
 from ..face.gaps import GapFiller
 from ..video import is_image, probe, read_frames, read_image
 
@@ -49,26 +49,6 @@ def describe_source(path: str | os.PathLike, photo_fps: float) -> SourceInfo:
         return SourceInfo(path, image.shape[1], image.shape[0], Fraction(photo_fps).limit_denominator(1001), True)
     info = probe(path)
     return SourceInfo(path, info.width, info.height, info.fps, False)
-
-
-class RecordedFaces:
-    """Face analysis replaced by records made beforehand (:func:`musetalk.face.save_records` of the source's
-    frames, in order): called once per source frame, it returns that frame's record."""
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise FaceError(f"face records not found: {self.path}; write them with musetalk.face.save_records "
-                            f"or leave them out to analyse the faces")
-        self.records = load_records(self.path)
-        self.used = 0
-
-    def __call__(self, frame: np.ndarray) -> FaceRecord:
-        if self.used == len(self.records):
-            raise FaceError(f"{self.path} holds the faces of {len(self.records)} frames but the source has more: "
-                            f"write the records of every frame of this source")
-        self.used += 1
-        return self.records[self.used - 1]
 
 
 class FrameStore:

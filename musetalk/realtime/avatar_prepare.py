@@ -32,6 +32,8 @@ class PrepareSettings:
     blur_ratio: mask feather as a fraction of the expanded box (0.1, the official real-time value).
     max_frames: use only the first frames of a long video (None = all).
     jpeg_quality: quality of the stored frames (1..100).
+    face_records: an ``.npz`` of :func:`musetalk.face.save_records` with the record of every source frame
+    used, in order: no face analysis (a machine without the landmark model); read at preparation time.
     """
 
     bbox_shift: int = 0
@@ -42,6 +44,7 @@ class PrepareSettings:
     blur_ratio: float = 0.1
     max_frames: int | None = None
     jpeg_quality: int = 90
+    face_records: str | None = None
 
     def resolved(self, version: str) -> "PrepareSettings":
         from ..face import default_blend_mode
@@ -100,16 +103,19 @@ def _source_frames(source: Path, max_frames: int | None) -> tuple[Iterator[np.nd
 def _store_and_analyze(source: Path, settings: PrepareSettings, version: str,
                        progress: Progress) -> tuple[list[bytes], list, float]:
     """The JPEG of every frame and the FaceRecord of its decoded pixels, and the fps."""
-    from ..face import FaceAnalyzer
+    from ..face import FaceAnalyzer, RecordedFaces
     from ..video.jpeg import decode_jpeg, encode_jpeg
 
     frames, fps, total = _source_frames(source, settings.max_frames)
-    analyzer = FaceAnalyzer(version=version, bbox_shift=settings.bbox_shift, extra_margin=settings.extra_margin,
-                            smooth=settings.smooth, face_index=settings.face_index, fps=fps)
+    if settings.face_records:
+        analyze = RecordedFaces(settings.face_records)
+    else:
+        analyze = FaceAnalyzer(version=version, bbox_shift=settings.bbox_shift, extra_margin=settings.extra_margin,
+                               smooth=settings.smooth, face_index=settings.face_index, fps=fps).analyze
     jpegs, records = [], []
     for frame in frames:
         jpegs.append(encode_jpeg(frame, settings.jpeg_quality))
-        records.append(analyzer.analyze(decode_jpeg(jpegs[-1])))
+        records.append(analyze(decode_jpeg(jpegs[-1])))
         progress("faces", len(jpegs), total)
     return jpegs, records, fps
 
