@@ -171,3 +171,24 @@ def test_stored_size_per_frame(store):
     folder = store.root / "video"
     total = sum(p.stat().st_size for p in folder.iterdir())
     assert total / VIDEO_FRAMES * 550 < 75e6, total
+
+
+def test_recorded_faces_replace_the_analysis(tmp_path, store, tiny_musetalk, media):
+    """A machine without the landmark model prepares from face records: the same crops and latents."""
+    from musetalk.face import save_records
+
+    analysed = store.load("video")
+    records = tmp_path / "sun.npz"
+    save_records(records, list(analysed.records))
+    fresh = AvatarStore(tmp_path / "avatars", tiny_musetalk)
+    settings = PrepareSettings(max_frames=VIDEO_FRAMES, face_records=str(records))
+    avatar = fresh.prepare(media / "sun.mp4", "recorded", settings)
+    np.testing.assert_array_equal(avatar.crops, analysed.crops)
+    np.testing.assert_allclose(avatar.latents, analysed.latents, atol=1e-5)
+    too_few = tmp_path / "two.npz"
+    save_records(too_few, list(analysed.records)[:2])
+    with pytest.raises(FaceError, match=rf"^{too_few} holds the faces of 2 frames but the source has more: "):
+        fresh.prepare(media / "sun.mp4", "short", PrepareSettings(max_frames=VIDEO_FRAMES, face_records=str(too_few)))
+    with pytest.raises(FaceError, match="^face records not found: "):
+        fresh.prepare(media / "sun.mp4", "none", PrepareSettings(face_records=str(tmp_path / "missing.npz")))
+    assert [a["name"] for a in fresh.list()] == ["recorded"]
