@@ -253,11 +253,12 @@ class Engine:
         """(start, count): the most consecutive ``deadlines`` (at most ``batch_size``, the earliest such run)
         that one batch picked ``now`` delivers by all of them; one frame while the cost is unknown."""
         best, most = (0, 0), self.batch_size if self.cost.known else 1
+        done_by = [now + self.cost.estimate(n) for n in range(1, most + 1)]  # delivery of a batch of n frames
         for start in range(len(deadlines)):
             count, earliest = 0, float("inf")
             for deadline in deadlines[start : start + most]:
                 earliest = min(earliest, deadline)
-                if now + self.cost.estimate(count + 1) > earliest:
+                if done_by[count] > earliest:
                     break
                 count += 1
             if count > best[1]:
