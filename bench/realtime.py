@@ -120,8 +120,8 @@ async def text_to_first_frame(url: str, text: str) -> float:
         async for message in ws:
             if isinstance(message, bytes):
                 return time.perf_counter() - sent
-            if json.loads(message)["type"] == "error":
-                raise RuntimeError(json.loads(message)["message"])
+            if (reply := json.loads(message))["type"] == "error":
+                raise RuntimeError(reply["message"])
     return float("inf")
 
 

@@ -41,10 +41,11 @@ def configure_logging(verbose: bool, quiet: bool) -> None:
     for variable in ("DIFFUSERS_VERBOSITY", "TRANSFORMERS_VERBOSITY", "HF_HUB_VERBOSITY"):
         os.environ.setdefault(variable, "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    for name in ("diffusers.utils.logging", "transformers.utils.logging"):  # already imported (in-process use)
-        if (lib := sys.modules.get(name)) is not None:
+    for name in ("diffusers.utils.logging", "transformers.utils.logging", "huggingface_hub.utils.logging"):
+        if (lib := sys.modules.get(name)) is not None:  # already imported (in-process use)
             lib.set_verbosity_error()
-            lib.disable_progress_bar()
+            if hasattr(lib, "disable_progress_bar"):  # the hub's bars follow the variable above
+                lib.disable_progress_bar()
 
 
 def _terminate(signum, frame) -> None:

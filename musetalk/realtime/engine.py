@@ -18,7 +18,6 @@ an unexpected fault of the loop itself fails every session it was serving, loudl
 from __future__ import annotations
 
 import asyncio
-import heapq
 import itertools
 import logging
 import threading
@@ -227,16 +226,18 @@ class Engine:
         frames as it can instead of rendering one nearly-late frame at a time."""
         overflow = self._overflow(sessions)
         queue = sorted((s in overflow, d, s.id, k, s) for s in sessions for k, d in enumerate(s.waiting_deadlines()))
-        now, skipping = time.perf_counter(), self.latency_budget_s is not None
+        skipping = self.latency_budget_s is not None
         if skipping:
-            start, count = self._window([d for _, d, *_ in queue], now)
+            now, most = time.perf_counter(), self.batch_size if self.cost.known else 1
+            done_by = [now + self.cost.estimate(n) for n in range(1, most + 1)]  # delivery of a batch of n
+            start, count = _window([d for _, d, *_ in queue], done_by)
         else:
             start, count = 0, min(self.batch_size, len(queue))
         chosen = {s for *_, s in queue[start : start + count]}
         jobs: list[Job] = []
         for position, (_, deadline, _, _, s) in enumerate(queue):
             picked = start <= position < start + count
-            late = skipping and (now + self.cost.estimate(1) > deadline or (position < start and s in chosen))
+            late = skipping and (done_by[0] > deadline or (position < start and s in chosen))
             if not (picked or late):
                 continue  # it waits (a session's late jobs come first: its deadlines never decrease)
             if (job := s.take()) is None:
@@ -248,24 +249,6 @@ class Engine:
         if not jobs and skipping:
             self.cost.relax(self.latency_budget_s)
         return jobs
-
-    def _window(self, deadlines: list[float], now: float) -> tuple[int, int]:
-        """(start, count): the most consecutive ``deadlines`` (at most ``batch_size``, the earliest such run)
-        that one batch picked ``now`` delivers by all of them; one frame while the cost is unknown."""
-        best, most = (0, 0), self.batch_size if self.cost.known else 1
-        done_by = [now + self.cost.estimate(n) for n in range(1, most + 1)]  # delivery of a batch of n frames
-        for start in range(len(deadlines)):
-            count, earliest = 0, float("inf")
-            for deadline in deadlines[start : start + most]:
-                earliest = min(earliest, deadline)
-                if done_by[count] > earliest:
-                    break
-                count += 1
-            if count > best[1]:
-                best = (start, count)
-            if best[1] == most or start + best[1] >= len(deadlines):
-                break
-        return best
 
     def _overflow(self, sessions: list[Session]) -> set[Session]:
         """Speaking sessions beyond the capacity, by the time they started speaking."""
@@ -308,6 +291,25 @@ class Engine:
             return
         job.session.deliver(job, jpeg, image)
         self.cost.finished(time.perf_counter() - generated_at)
+
+
+def _window(deadlines: list[float], done_by: list[float]) -> tuple[int, int]:
+    """(start, count): the longest run of consecutive ``deadlines`` (the earliest such run; at most
+    ``len(done_by)``) that a batch delivered by ``done_by[count - 1]`` meets; ``done_by[n - 1]``: when a batch
+    of n frames picked now would be out (one entry while the cost is unknown: a probe of one frame)."""
+    best, most = (0, 0), len(done_by)
+    for start in range(len(deadlines)):
+        count, earliest = 0, float("inf")
+        for deadline in deadlines[start : start + most]:
+            earliest = min(earliest, deadline)
+            if done_by[count] > earliest:
+                break
+            count += 1
+        if count > best[1]:
+            best = (start, count)
+        if best[1] == most or start + best[1] >= len(deadlines):
+            break
+    return best
 
 
 def _guarded(session: Session, stage: str, call: Callable):

@@ -3,8 +3,8 @@
 Client side (any thread): :meth:`Session.feed` / ``feed_pcm16`` / ``end`` / ``interrupt`` / ``finish`` /
 ``close``; read with :meth:`Session.frames` (thread) or :meth:`Session.next_item` (asyncio). Engine side,
 the small interface the scheduler uses: ``wants_plan``/``plan``/``add_prompts`` (audio to prompts),
-``head_deadline``/``waiting_deadlines``/``take`` (earliest-deadline-first picking), ``tick`` (rest frames of live sessions),
-``skip``/``deliver``/``release``/``fail`` (outcomes), ``finished``.
+``head_deadline``/``waiting_deadlines``/``take`` (earliest-deadline-first picking), ``tick`` (rest frames
+of live sessions), ``skip``/``deliver``/``release``/``fail`` (outcomes), ``finished``.
 
 The audio arrives as utterances (:class:`Utterance`): a plain session is one utterance from frame 0 and
 ends with it. A live session (issue 15) runs from its opening until :meth:`finish`: frame j is due at

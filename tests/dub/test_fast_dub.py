@@ -11,10 +11,9 @@ import torch
 
 from musetalk.cli.main import main
 from musetalk.errors import FaceError, VideoError
-from musetalk.face import FaceAnalyzer, save_records
+from musetalk.face import FaceAnalyzer, RecordedFaces, save_records
 from musetalk.pipeline import dub as dub_module
 from musetalk.pipeline.dub import DubOptions, dub, load_model
-from musetalk.face import RecordedFaces
 from musetalk.video import probe, read_frames
 from musetalk.video import io as video_io
 
