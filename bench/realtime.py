@@ -48,7 +48,7 @@ class SessionResult:
 def ready_times(samples: int, chunk: int, send_times: list[float], end_time: float, fps: float,
                 lookahead: float) -> np.ndarray:
     """Per frame, when the client had sent the audio it needs (as the server's FeatureStream decides)."""
-    from musetalk.realtime.streaming import FeatureStream
+    from musetalk.realtime.engine.streaming import FeatureStream
 
     stream = FeatureStream(fps, lookahead)
     times: list[float] = []
@@ -196,7 +196,7 @@ def prepare(args: argparse.Namespace, work: Path) -> tuple[Path, Path, float]:
 
     from musetalk import MuseTalk
     from musetalk.models.random_init import write_random_models
-    from musetalk.realtime.avatar import AvatarStore, PrepareSettings
+    from musetalk.realtime.avatars.store import AvatarStore, PrepareSettings
 
     models = Path(args.models) if args.models else write_random_models(work / "models", size=args.size,
                                                                        versions=("v1.5",))
@@ -295,7 +295,7 @@ def feature_diff(args: argparse.Namespace) -> None:
 
     from musetalk.audio import load_audio
     from musetalk.audio.features import frame_windows, whisper_hidden_states
-    from musetalk.realtime.streaming import FeatureStream, encode_plans
+    from musetalk.realtime.engine.streaming import FeatureStream, encode_plans
 
     with tempfile.TemporaryDirectory() as tmp:
         encoder, extractor, which = whisper_for_diff(Path(tmp))
@@ -346,7 +346,7 @@ def whisper_for_diff(work: Path):
 
 
 def main() -> None:
-    from musetalk.realtime.streaming import DEFAULT_LOOKAHEAD_S
+    from musetalk.realtime.engine.streaming import DEFAULT_LOOKAHEAD_S
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", help="models folder (default: random weights of --size)")

@@ -52,7 +52,7 @@ def default_device() -> str:
 def run_prepare(args: argparse.Namespace) -> int:
     from ..face import load_face_parser
     from ..pipeline.lipsync import MuseTalk
-    from ..realtime.avatar import AvatarStore, PrepareSettings
+    from ..realtime.avatars.store import AvatarStore, PrepareSettings
 
     device = args.device or default_device()
     mt = MuseTalk.from_pretrained(args.models, version=args.version, device=device, decoder=args.decoder)
@@ -69,7 +69,7 @@ def _log_progress(stage: str, done: int, total: int) -> None:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from ..realtime.avatar import avatars_dir, list_avatars
+    from ..realtime.avatars.store import avatars_dir, list_avatars
 
     root = avatars_dir(args.avatars)
     rows = list_avatars(root)
@@ -84,7 +84,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_remove(args: argparse.Namespace) -> int:
-    from ..realtime.avatar import avatars_dir, remove_avatar
+    from ..realtime.avatars.store import avatars_dir, remove_avatar
 
     remove_avatar(avatars_dir(args.avatars), args.name)
     log.info("removed avatar %s", args.name)

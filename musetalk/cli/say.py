@@ -32,8 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..pipeline.lipsync import MuseTalk
-    from ..realtime.avatar import AvatarStore
-    from ..realtime.recording import render_speech
+    from ..realtime.avatars.store import AvatarStore
+    from ..realtime.outputs.recording import render_speech
     from ..speech import Synthesizer, check_text
 
     text = check_text(args.text)

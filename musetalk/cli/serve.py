@@ -55,7 +55,7 @@ def access_token(given: str | None, host: str, port: int) -> str | None:
     (its URL logged at warning level so it is seen), else None."""
     import os
 
-    from ..realtime.access import ENV_VAR, is_loopback, new_token
+    from ..realtime.web.access import ENV_VAR, is_loopback, new_token
 
     token = given or os.environ.get(ENV_VAR) or None
     if token is None and not is_loopback(host):
@@ -106,12 +106,12 @@ def build_app(args: argparse.Namespace):
 
     from ..face import load_face_parser
     from ..pipeline.lipsync import MuseTalk
-    from ..realtime.access import AccessPolicy
-    from ..realtime.admission import calibrate
-    from ..realtime.avatar import AvatarStore
-    from ..realtime.engine import Engine
+    from ..realtime.web.access import AccessPolicy
+    from ..realtime.engine.admission import calibrate
+    from ..realtime.avatars.store import AvatarStore
+    from ..realtime.engine.engine import Engine
     from ..realtime.server import create_app
-    from ..realtime.streaming import DEFAULT_LOOKAHEAD_S
+    from ..realtime.engine.streaming import DEFAULT_LOOKAHEAD_S
     from .avatar import default_device
 
     device = args.device or default_device()

@@ -17,7 +17,7 @@
   preparation goes on if the client leaves.
 - ``GET /avatars/{name}/status``: ``{"name", "state": "preparing" | "ready" | "failed"}`` plus the last
   ``stage``/``done``/``total``, the ``avatar`` or the ``message``; 404 for a name never uploaded nor prepared.
-- Access (:mod:`musetalk.realtime.access`): with a token, everything but ``/``, ``/static/*`` and ``/health``
+- Access (:mod:`musetalk.realtime.web.access`): with a token, everything but ``/``, ``/static/*`` and ``/health``
   needs ``?token=`` or ``Authorization: Bearer`` (401, or the ``error`` message and close 1008 on a
   WebSocket); WebSockets and POSTs from a foreign ``Origin`` get 403 / 1008.
 - ``WS /ws/{avatar}``: the streaming protocol of :mod:`.ws`.
@@ -33,16 +33,16 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..errors import MuseTalkError
-from .access import AccessGuard, AccessPolicy
-from .avatar import AvatarStore
-from .avatar_routes import DEFAULT_MAX_UPLOAD_MB, avatar_router
-from .engine import Engine
-from .metrics import engine_registry
-from .ws import register as register_ws
+from .web.access import AccessGuard, AccessPolicy
+from .avatars.store import AvatarStore
+from .avatars.routes import DEFAULT_MAX_UPLOAD_MB, avatar_router
+from .engine.engine import Engine
+from .web.metrics import engine_registry
+from .outputs.ws import register as register_ws
 
 log = logging.getLogger(__name__)
 
-STATIC = Path(__file__).resolve().parent / "static"
+STATIC = Path(__file__).resolve().parent / "web" / "static"
 
 
 def create_app(store: AvatarStore, engine: Engine, access: AccessPolicy = AccessPolicy(),

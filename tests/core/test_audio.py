@@ -140,7 +140,7 @@ def test_real_pretrained_encoder(tmp_path, tiny_models, sun_16k):
 def test_one_frame_window_indexing_for_offline_streaming_and_training(fps):
     """Offline prompts, streamed prompts and training samples index the feature frames through one function."""
     from musetalk.audio.features import first_feature_frame, frame_windows, window_index
-    from musetalk.realtime.streaming import FeatureStream
+    from musetalk.realtime.engine.streaming import FeatureStream
     from musetalk.train.dataset import prompt_window
 
     states = np.arange(90, dtype=np.float32)[:, None, None] * np.ones((1, 5, 384), np.float32) + 1

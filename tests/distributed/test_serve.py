@@ -28,7 +28,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def avatars(tmp_path_factory, tiny_musetalk, media):
     """An avatars folder holding "photo" (musk.png), prepared once here and read by every replica."""
-    from musetalk.realtime.avatar import AvatarStore
+    from musetalk.realtime.avatars.store import AvatarStore
 
     store = AvatarStore(tmp_path_factory.mktemp("avatars"), tiny_musetalk)
     store.prepare(media / "musk.png", "photo")

@@ -168,7 +168,7 @@ def test_bisenet_checkpoint_without_batch_counters_loads(tmp_path):
 
 def test_default_blend_mode_has_one_definition():
     from musetalk.face import default_blend_mode
-    from musetalk.realtime.avatar import PrepareSettings
+    from musetalk.realtime.avatars.store import PrepareSettings
 
     assert default_blend_mode("v1.5") == "jaw" and default_blend_mode("v1.0") == "raw"
     for version in ("v1.5", "v1.0"):

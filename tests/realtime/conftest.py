@@ -18,7 +18,7 @@ def speech(media) -> np.ndarray:
 @pytest.fixture(scope="session")
 def store(tmp_path_factory, tiny_musetalk, media):
     """An avatars folder with "photo" (musk.png) and "video" (the first 4 frames of sun.mp4)."""
-    from musetalk.realtime.avatar import AvatarStore, PrepareSettings
+    from musetalk.realtime.avatars.store import AvatarStore, PrepareSettings
 
     store = AvatarStore(tmp_path_factory.mktemp("avatars"), tiny_musetalk)
     store.prepare(media / "musk.png", "photo")
@@ -28,7 +28,7 @@ def store(tmp_path_factory, tiny_musetalk, media):
 
 @pytest.fixture(scope="module")
 def engine(tiny_musetalk):
-    from musetalk.realtime.engine import Engine
+    from musetalk.realtime.engine.engine import Engine
 
     with Engine(tiny_musetalk, batch_size=8, capacity=4) as engine:
         yield engine

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from musetalk.audio.features import frame_count
-from musetalk.realtime.access import AccessPolicy
+from musetalk.realtime.web.access import AccessPolicy
 from musetalk.realtime.server import create_app
 
 TOKEN = "s3cret-token"

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-import musetalk.realtime.admission as admission
-from musetalk.realtime.admission import Admission, ServerFull
+import musetalk.realtime.engine.admission as admission
+from musetalk.realtime.engine.admission import Admission, ServerFull
 
 
 @pytest.mark.parametrize("frame_ms, window_ms, budget_s, expected", [

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from musetalk.errors import FaceError
-from musetalk.realtime.avatar import AvatarError, AvatarStore, PrepareSettings
+from musetalk.realtime.avatars.store import AvatarError, AvatarStore, PrepareSettings
 
 from .conftest import VIDEO_FRAMES
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from musetalk.realtime.access import AccessPolicy
+from musetalk.realtime.web.access import AccessPolicy
 from musetalk.realtime.server import create_app
 
 from .cdp import Browser, chromium_binary
@@ -52,7 +52,7 @@ def running(app) -> Iterator[str]:
 def engine(tiny_musetalk):
     """The engine of the page tests: frames later than 1 s past their time are skipped, so a live session
     keeps its clock on a loaded machine (a stalled one would hold back its rest frames)."""
-    from musetalk.realtime.engine import Engine
+    from musetalk.realtime.engine.engine import Engine
 
     with Engine(tiny_musetalk, batch_size=8, latency_budget_s=1.0) as engine:
         yield engine
@@ -197,7 +197,7 @@ def test_wav_file_is_spoken_and_played(browser, serve, speech, tmp_path):
 @pytest.fixture(scope="module")
 def engine_for_one(tiny_musetalk):
     """An engine with room for one speaking session."""
-    from musetalk.realtime.engine import Engine
+    from musetalk.realtime.engine.engine import Engine
 
     with Engine(tiny_musetalk, batch_size=8, capacity=1) as engine:
         yield engine

@@ -10,8 +10,8 @@ import pytest
 
 from musetalk.audio.features import frame_count
 from musetalk.face import paste_face
-from musetalk.realtime.engine import Engine
-from musetalk.realtime.session import SessionError
+from musetalk.realtime.engine.engine import Engine
+from musetalk.realtime.engine.session import SessionError
 
 from .conftest import uneven_chunks, wait_until
 

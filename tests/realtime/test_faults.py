@@ -6,9 +6,9 @@ import threading
 
 import pytest
 
-import musetalk.realtime.engine as engine_module
-from musetalk.realtime.engine import Engine
-from musetalk.realtime.session import SessionError
+import musetalk.realtime.engine.engine as engine_module
+from musetalk.realtime.engine.engine import Engine
+from musetalk.realtime.engine.session import SessionError
 
 from .conftest import fake_models
 

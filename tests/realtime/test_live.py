@@ -7,11 +7,11 @@ import time
 import numpy as np
 import pytest
 
-from musetalk.realtime.admission import Admission, ServerFull
-from musetalk.realtime.engine import Engine
-from musetalk.realtime.outbox import Event, Frame, Skip
-from musetalk.realtime.render import composite
-from musetalk.realtime.session import BLEND_FRAMES
+from musetalk.realtime.engine.admission import Admission, ServerFull
+from musetalk.realtime.engine.engine import Engine
+from musetalk.realtime.engine.outbox import Event, Frame, Skip
+from musetalk.realtime.engine.render import composite
+from musetalk.realtime.engine.session import BLEND_FRAMES
 
 from .conftest import fake_models
 

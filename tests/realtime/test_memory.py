@@ -8,10 +8,10 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from musetalk.realtime.engine import Engine
-from musetalk.realtime.outbox import Frame, Skip
+from musetalk.realtime.engine.engine import Engine
+from musetalk.realtime.engine.outbox import Frame, Skip
 from musetalk.realtime.server import create_app
-from musetalk.realtime.session import SessionError
+from musetalk.realtime.engine.session import SessionError
 
 from .conftest import fake_models, wait_until
 

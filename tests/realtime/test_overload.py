@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from musetalk.audio.features import frame_count
-from musetalk.realtime.admission import ServerFull
-from musetalk.realtime.engine import Engine
-from musetalk.realtime.outbox import Frame, Skip
+from musetalk.realtime.engine.admission import ServerFull
+from musetalk.realtime.engine.engine import Engine
+from musetalk.realtime.engine.outbox import Frame, Skip
 
 from .conftest import fake_models, feed_realtime
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from musetalk.realtime.render_cost import MARGIN, RenderCost
+from musetalk.realtime.engine.render_cost import MARGIN, RenderCost
 
 
 def test_unmeasured_cost_is_zero_and_unknown():

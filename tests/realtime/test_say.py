@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from musetalk.realtime.engine import Engine
+from musetalk.realtime.engine.engine import Engine
 from musetalk.realtime.server import create_app
 from musetalk.speech import MAX_TEXT_CHARS, SpeechError, check_text
 

@@ -10,8 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from musetalk.audio.features import frame_count
-from musetalk.realtime.avatar import AvatarStore
-from musetalk.realtime.engine import Engine
+from musetalk.realtime.avatars.store import AvatarStore
+from musetalk.realtime.engine.engine import Engine
 from musetalk.realtime.server import create_app
 
 from .conftest import fake_models

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from musetalk.audio.features import frame_count, frame_windows, whisper_hidden_states
-from musetalk.realtime.streaming import SEGMENT_STATES, FeatureStream, encode_plans, states_in
+from musetalk.realtime.engine.streaming import SEGMENT_STATES, FeatureStream, encode_plans, states_in
 
 from .conftest import uneven_chunks
 

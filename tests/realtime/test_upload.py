@@ -8,7 +8,7 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from musetalk.realtime.avatar import AvatarStore
+from musetalk.realtime.avatars.store import AvatarStore
 from musetalk.realtime.server import create_app
 
 from .test_access import snapshot

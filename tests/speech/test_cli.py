@@ -21,7 +21,7 @@ def hello_seconds(synthesizer) -> float:
 @pytest.fixture(scope="module")
 def avatars(tmp_path_factory, tiny_musetalk, media):
     """An avatars folder with "photo" (musk.png) prepared for the tiny models."""
-    from musetalk.realtime.avatar import AvatarStore
+    from musetalk.realtime.avatars.store import AvatarStore
 
     root = tmp_path_factory.mktemp("avatars")
     AvatarStore(root, tiny_musetalk).prepare(media / "musk.png", "photo")
@@ -99,9 +99,9 @@ def test_a_slow_writer_loses_no_frame(tmp_path, monkeypatch, tiny_musetalk, avat
     """The recording waits for its writer: the writer holds its first frame until the engine has made
     every other one (55 frames, more than a real-time client may have waiting), and all are written."""
     from musetalk.audio import load_audio
-    from musetalk.realtime.avatar import AvatarStore
-    from musetalk.realtime.engine import Engine
-    from musetalk.realtime.recording import render_speech
+    from musetalk.realtime.avatars.store import AvatarStore
+    from musetalk.realtime.engine.engine import Engine
+    from musetalk.realtime.outputs.recording import render_speech
     from musetalk.video.io import VideoWriter
 
     sessions = []

@@ -16,9 +16,9 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.types import Message, Receive
 
-from ..errors import MuseTalkError
-from .avatar import AvatarError, AvatarStore, PrepareSettings, check_name
-from .preparation_jobs import PreparationJob, PreparationJobs
+from ...errors import MuseTalkError
+from .store import AvatarError, AvatarStore, PrepareSettings, check_name
+from .jobs import PreparationJob, PreparationJobs
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ def _upload_path(store: AvatarStore, name: str, file: UploadFile) -> Path:
 
 def _save(file: UploadFile, path: Path) -> None:
     """Copy the received file (spooled to disk by the parser) to ``path``, block by block, atomically."""
-    from ..video.io import atomic_output
+    from ...video.io import atomic_output
 
     file.file.seek(0)
     with atomic_output(path) as tmp, open(tmp, "wb") as out:

@@ -13,8 +13,8 @@ import logging
 from pathlib import Path
 from typing import AsyncIterator
 
-from ..errors import MuseTalkError
-from .avatar import AvatarStore, PrepareSettings
+from ...errors import MuseTalkError
+from .store import AvatarStore, PrepareSettings
 
 log = logging.getLogger(__name__)
 

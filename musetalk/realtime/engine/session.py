@@ -32,9 +32,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ..audio.features import WINDOW
-from ..audio.load import SAMPLE_RATE
-from ..errors import MuseTalkError
+from ...audio.features import WINDOW
+from ...audio.load import SAMPLE_RATE
+from ...errors import MuseTalkError
 from .outbox import END, Event, Frame, Outbox, OutboxFull, Skip
 from .stats import EngineStats
 from .streaming import STATE_SAMPLES, FeatureStream, Plan

@@ -29,12 +29,12 @@ import math
 import numpy as np
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 
-from ..audio.load import SAMPLE_RATE
-from ..errors import MuseTalkError
-from .admission import ServerFull
-from .engine import Engine
-from .outbox import Event, Frame, Skip
-from .session import Session, SessionError
+from ...audio.load import SAMPLE_RATE
+from ...errors import MuseTalkError
+from ..engine.admission import ServerFull
+from ..engine.engine import Engine
+from ..engine.outbox import Event, Frame, Skip
+from ..engine.session import Session, SessionError
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class Voice:
     async def get(self):
         async with self._lock:
             if self._synth is None:
-                from ..speech import Synthesizer
+                from ...speech import Synthesizer
 
                 self._synth = await asyncio.to_thread(Synthesizer)
             return self._synth
@@ -177,7 +177,7 @@ class _Connection:
 
     def say(self, text) -> None:
         """Start speaking ``text`` as one utterance (synthesised sentence by sentence)."""
-        from ..speech import check_text
+        from ...speech import check_text
 
         if not isinstance(text, str):
             raise ProtocolError('a say message needs "text": a string')

@@ -7,7 +7,7 @@ import numpy as np
 def composite(avatar, source: int, face: np.ndarray | None) -> np.ndarray:
     """Source frame ``source`` of ``avatar`` with ``face`` (uint8 (256, 256, 3) RGB, None: none) pasted in:
     uint8 (H, W, 3) RGB (a copy of the source frame without a face)."""
-    from ..face import paste_face
+    from ...face import paste_face
 
     frame = np.asarray(avatar.frames[source])
     if face is None:

@@ -10,7 +10,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from .avatar_format import FORMAT
+from .format import FORMAT
 
 
 def file_digest(path: Path) -> str:

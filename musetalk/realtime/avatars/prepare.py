@@ -13,8 +13,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ..errors import FaceError
-from .avatar_format import AvatarData, Packed, pack_mask
+from ...errors import FaceError
+from .format import AvatarData, Packed, pack_mask
 
 PHOTO_FPS = 25.0
 LATENT_BATCH = 16
@@ -47,7 +47,7 @@ class PrepareSettings:
     face_records: str | None = None
 
     def resolved(self, version: str) -> "PrepareSettings":
-        from ..face import default_blend_mode
+        from ...face import default_blend_mode
 
         mode = self.blend_mode or default_blend_mode(version)
         return dataclasses.replace(self, blend_mode=mode)
@@ -73,7 +73,7 @@ def silent(stage: str, done: int, total: int) -> None:
 
 def prepare_data(source: Path, settings: PrepareSettings, mt, parser, progress: Progress) -> Prepared:
     """Prepare ``source`` with resolved ``settings`` for model ``mt`` (``parser``: optional FaceParser)."""
-    from ..video.jpeg import decode_jpeg
+    from ...video.jpeg import decode_jpeg
 
     jpegs, records, fps = _store_and_analyze(source, settings, mt.version, progress)
     if not any(r.found for r in records):
@@ -91,7 +91,7 @@ def _source_frames(source: Path, max_frames: int | None) -> tuple[Iterator[np.nd
     """uint8 RGB frames of a video or photo, their fps (25 for a photo) and their count (0 if unknown)."""
     from itertools import islice
 
-    from ..video.io import is_image, probe, read_frames, read_image
+    from ...video.io import is_image, probe, read_frames, read_image
 
     if is_image(source):
         return iter([read_image(source)]), PHOTO_FPS, 1
@@ -103,8 +103,8 @@ def _source_frames(source: Path, max_frames: int | None) -> tuple[Iterator[np.nd
 def _store_and_analyze(source: Path, settings: PrepareSettings, version: str,
                        progress: Progress) -> tuple[list[bytes], list, float]:
     """The JPEG of every frame and the FaceRecord of its decoded pixels, and the fps."""
-    from ..face import FaceAnalyzer, RecordedFaces
-    from ..video.jpeg import decode_jpeg, encode_jpeg
+    from ...face import FaceAnalyzer, RecordedFaces
+    from ...video.jpeg import decode_jpeg, encode_jpeg
 
     frames, fps, total = _source_frames(source, settings.max_frames)
     if settings.face_records:
@@ -123,8 +123,8 @@ def _store_and_analyze(source: Path, settings: PrepareSettings, version: str,
 def _latents_and_masks(frames: Packed, records: list, settings: PrepareSettings, mt, parser,
                        progress: Progress) -> tuple[np.ndarray, np.ndarray, Packed]:
     """Latents float32 (N, 8, 32, 32) (zeros without a face), mask boxes int32 (N, 4) and packed masks."""
-    from ..face import crop_face, make_blend_mask
-    from ..video.jpeg import decode_jpeg
+    from ...face import crop_face, make_blend_mask
+    from ...video.jpeg import decode_jpeg
 
     n = len(frames)
     latents = np.zeros((n, 8, 32, 32), np.float32)

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..audio.features import (FEATURE_RATE, SEGMENT_SAMPLES, WINDOW, first_feature_frame, frame_count, gather_windows,
+from ...audio.features import (FEATURE_RATE, SEGMENT_SAMPLES, WINDOW, first_feature_frame, frame_count, gather_windows,
                               window_index)
-from ..audio.load import SAMPLE_RATE
+from ...audio.load import SAMPLE_RATE
 
 STATE_SAMPLES = SAMPLE_RATE // FEATURE_RATE  # 320 samples (20 ms) per whisper feature frame
 SEGMENT_STATES = SEGMENT_SAMPLES // STATE_SAMPLES  # 1500 feature frames per 30 s segment

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import MuseTalkError
+from ...errors import MuseTalkError
 
 ENV_VAR = "MUSETALK_AVATARS"
 FORMAT = 2
@@ -109,7 +109,7 @@ def unpack_mask(data: memoryview, box: np.ndarray) -> np.ndarray:
 
 def write_avatar(folder: Path, data: AvatarData, meta: dict) -> None:
     """Write every file of an avatar into ``folder`` (``avatar.json`` last)."""
-    from ..face import save_records
+    from ...face import save_records
 
     data.frames.save(folder, "frames")
     data.masks.save(folder, "masks")
@@ -122,7 +122,7 @@ def write_avatar(folder: Path, data: AvatarData, meta: dict) -> None:
 
 def read_avatar(folder: Path) -> AvatarData:
     """The data of the avatar in ``folder``: frames and masks memory-mapped, the rest in memory."""
-    from ..face import load_records
+    from ...face import load_records
 
     return AvatarData(
         frames=Packed.open(folder, "frames"),

@@ -3,7 +3,7 @@
 :class:`AvatarStore` is the avatars folder for one loaded model: prepare (explicitly, one preparation at a
 time under the store's lock), list, load, remove. :class:`Avatar` is a loaded avatar as the engine uses it:
 frames decoded on demand from the stored JPEGs, blend masks unpacked on demand, both kept in the store's
-:class:`~musetalk.realtime.avatar_cache.MemoryCache` (least recently used out first, under a byte cap).
+:class:`~musetalk.realtime.avatars.cache.MemoryCache` (least recently used out first, under a byte cap).
 
 The pieces live beside this module: the on-disk format (``avatar_format``), fingerprints
 (``avatar_fingerprint``), preparation (``avatar_prepare``), the memory cache (``avatar_cache``) and
@@ -24,13 +24,13 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from .avatar_cache import DEFAULT_CACHE_MB, MemoryCache
-from .avatar_fingerprint import file_digest, fingerprint, model_identity, stale_reason
-from .avatar_format import (FORMAT, AvatarData, AvatarError, avatar_names, avatars_dir, check_name,
+from .cache import DEFAULT_CACHE_MB, MemoryCache
+from .fingerprint import file_digest, fingerprint, model_identity, stale_reason
+from .format import (FORMAT, AvatarData, AvatarError, avatar_names, avatars_dir, check_name,
                             list_avatars, public_info, read_avatar, read_meta, read_poster, remove_avatar,
                             sources_dir, unpack_mask, write_avatar)
-from .avatar_prepare import PrepareSettings, Progress, prepare_data, silent
-from .avatar_staging import Staging
+from .prepare import PrepareSettings, Progress, prepare_data, silent
+from .staging import Staging
 
 __all__ = ["Avatar", "AvatarError", "AvatarStore", "PrepareSettings", "Progress", "check_name", "avatars_dir",
            "list_avatars", "remove_avatar"]
@@ -138,20 +138,20 @@ class Avatar:
         return public_info(self.meta)
 
     def _frame(self, src: int) -> np.ndarray:
-        from ..video.jpeg import decode_jpeg
+        from ...video.jpeg import decode_jpeg
 
         return self._cache.get((self._serial, "frame", src), lambda: _read_only(decode_jpeg(self._data.frames[src])),
                                lambda a: a.nbytes)
 
     def _crop(self, src: int) -> np.ndarray:
-        from ..face import crop_face
+        from ...face import crop_face
 
         if not self.records[src].found:
             return np.zeros((CROP, CROP, 3), np.uint8)
         return crop_face(self._frame(src), self.records[src], CROP)
 
     def _unpack_mask(self, src: int):
-        from ..face import BlendMask
+        from ...face import BlendMask
 
         box = self._data.mask_box[src]
         return BlendMask.from_dict({"box": box, "mask": unpack_mask(self._data.masks[src], box)})

@@ -1,7 +1,7 @@
 """One model, many sessions: audio chunks in, composited frames out, in order, each on its media clock.
 
     engine = Engine(mt, latency_budget_s=0.5, capacity=8)     # starts its scheduler thread
-    session = engine.open(avatar)             # avatar: musetalk.realtime.avatar.Avatar; ServerFull when full
+    session = engine.open(avatar)             # avatar: musetalk.realtime.avatars.store.Avatar; ServerFull when full
     session.feed(samples_16k)                 # float32 (N,) or feed_pcm16(bytes); any sizes, any thread
     session.end()
     for item in session.frames(): ...         # Frame(index, jpeg, image, times) or Skip(index, skipped)
@@ -28,9 +28,9 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..errors import MuseTalkError
+from ...errors import MuseTalkError
 from .admission import Admission
-from ..video.jpeg import encode_jpeg
+from ...video.jpeg import encode_jpeg
 from .render import blend_with_rest, composite
 from .render_cost import RenderCost
 from .session import Job, Session, SessionError, SessionSettings

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import MuseTalkError
+from ...errors import MuseTalkError
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def _whisper_seconds(mt, windows: int) -> float:
 
 def _jpeg_seconds() -> float:
     """Compositing proxy: JPEG-encoding a 640x480 frame."""
-    from ..video.jpeg import encode_jpeg
+    from ...video.jpeg import encode_jpeg
 
     image = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
     return _timed(lambda: encode_jpeg(image, 85))
