@@ -6,7 +6,7 @@ import logging
 
 from ..models.layout import ENV_VAR as MODELS_ENV
 from ..models.layout import VERSIONS
-from .avatar import AVATARS_HELP, default_device
+from .avatar import AVATARS_HELP, DECODER_CHOICES, default_device, open_store
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--models", help=f"models folder (default: ${MODELS_ENV} or ./models)")
     p.add_argument("--version", choices=VERSIONS, default="v1.5", help="model version (default: v1.5)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--decoder", choices=DECODER_CHOICES, default="vae",
+                   help="latent decoder: the official sd-vae (default) or TAESD (taesd/ in the models folder); "
+                        "the one the avatar was prepared with")
     p.add_argument("--batch-size", type=int, default=8, help="frames per model call (default: 8)")
     p.add_argument("--crf", type=int, default=18, help="H.264 quality: lower is better and larger (default: 18)")
     p.set_defaults(func=run)
@@ -32,7 +35,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..pipeline.lipsync import MuseTalk
-    from ..realtime.avatars.store import AvatarStore
     from ..realtime.outputs.recording import render_speech
     from ..speech import Synthesizer, check_text
 
@@ -40,8 +42,8 @@ def run(args: argparse.Namespace) -> int:
     synth = Synthesizer(args.voice)
     samples = synth.synthesize(text)
     device = args.device or default_device()
-    mt = MuseTalk.from_pretrained(args.models, version=args.version, device=device)
-    avatar = AvatarStore(args.avatars, mt).load(args.avatar)
+    mt = MuseTalk.from_pretrained(args.models, version=args.version, device=device, decoder=args.decoder)
+    avatar = open_store(args.avatars, args.models, mt, device).load(args.avatar)
     result = render_speech(mt, avatar, samples, args.output, batch_size=args.batch_size, crf=args.crf)
     print(f"{result.output}: {result.frames} frames at {result.fps:g} fps, {result.audio_seconds:.2f} s of speech")
     return 0
