@@ -188,8 +188,10 @@ def run_on_ray(args: argparse.Namespace, options) -> int:
 
 
 def run_jobs(path: Path, options) -> int:
-    """Dub every row with one model load; skip existing outputs, go on past failures, print a summary."""
+    """Dub every row with one model load; skip existing outputs, make missing output folders, refuse an
+    output that cannot be written before its dub, go on past failures, print a summary."""
     from ..pipeline.dub import dub, load_model
+    from ..video.io import make_writable_output
 
     rows = read_jobs(path)
     base = path.parent
@@ -203,6 +205,7 @@ def run_jobs(path: Path, options) -> int:
             continue
         try:
             model = model or load_model(options)
+            make_writable_output(output)  # a missing folder is made; an output that cannot be written fails now
             dub(source, audio, output, options, model=model)
             done += 1
         except MuseTalkError as exc:
