@@ -6,7 +6,8 @@ import logging
 
 from ..models.layout import ENV_VAR as MODELS_ENV
 from ..models.layout import VERSIONS
-from .avatar import AVATARS_HELP, DECODER_CHOICES, default_device, open_store
+from .avatar import AVATARS_HELP, DECODER_CHOICES, open_store
+from .device import add_device_argument, chosen_device
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--avatars", help=AVATARS_HELP)
     p.add_argument("--models", help=f"models folder (default: ${MODELS_ENV} or ./models)")
     p.add_argument("--version", choices=VERSIONS, default="v1.5", help="model version (default: v1.5)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    add_device_argument(p)
     p.add_argument("--decoder", choices=DECODER_CHOICES, default="vae",
                    help="latent decoder: the official sd-vae (default) or TAESD (taesd/ in the models folder); "
                         "the one the avatar was prepared with")
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     text = check_text(args.text)
     synth = Synthesizer(args.voice)
     samples = synth.synthesize(text)
-    device = args.device or default_device()
+    device = chosen_device(args.device)
     mt = MuseTalk.from_pretrained(args.models, version=args.version, device=device, decoder=args.decoder)
     avatar = open_store(args.avatars, args.models, mt, device).load(args.avatar)
     result = render_speech(mt, avatar, samples, args.output, batch_size=args.batch_size, crf=args.crf)
