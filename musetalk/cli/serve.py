@@ -7,6 +7,7 @@ import logging
 from ..errors import MuseTalkError
 from ..models.layout import ENV_VAR as MODELS_ENV
 from ..models.layout import VERSIONS
+from .avatar import open_store
 from .device import add_device_argument, chosen_device
 
 log = logging.getLogger(__name__)
@@ -105,11 +106,9 @@ def build_app(args: argparse.Namespace):
     """The server's FastAPI application (its engine in ``app.state.engine``), as ``args`` say."""
     import torch
 
-    from ..face import load_face_parser
     from ..pipeline.lipsync import MuseTalk
     from ..realtime.web.access import AccessPolicy
     from ..realtime.engine.admission import calibrate
-    from ..realtime.avatars.store import AvatarStore
     from ..realtime.engine.engine import Engine
     from ..realtime.server import create_app
     from ..realtime.engine.streaming import DEFAULT_LOOKAHEAD_S
@@ -118,8 +117,7 @@ def build_app(args: argparse.Namespace):
     dtype = torch.float16 if args.fp16 else torch.float32
     mt = MuseTalk.from_pretrained(args.models, version=args.version, device=device, dtype=dtype,
                                   decoder=args.decoder)
-    store = AvatarStore(args.avatars, mt, parser=load_face_parser(args.models, device=device),
-                        cache_mb=args.avatar_cache_mb)
+    store = open_store(args.avatars, args.models, mt, device, cache_mb=args.avatar_cache_mb)
     access = AccessPolicy(access_token(args.token, args.host, args.port), tuple(args.allow_origin))
     lookahead = DEFAULT_LOOKAHEAD_S if args.lookahead is None else args.lookahead
     budget = args.latency_budget_ms / 1000
