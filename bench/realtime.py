@@ -195,6 +195,7 @@ def prepare(args: argparse.Namespace, work: Path) -> tuple[Path, Path, float]:
     import torch
 
     from musetalk import MuseTalk
+    from musetalk.face import load_face_parser
     from musetalk.models.random_init import write_random_models
     from musetalk.realtime.avatars.store import AvatarStore, PrepareSettings
 
@@ -202,7 +203,7 @@ def prepare(args: argparse.Namespace, work: Path) -> tuple[Path, Path, float]:
                                                                        versions=("v1.5",))
     dtype = torch.float16 if args.fp16 else torch.float32
     mt = MuseTalk.from_pretrained(models, device=args.device, dtype=dtype)
-    store = AvatarStore(work / "avatars", mt)
+    store = AvatarStore(work / "avatars", mt, parser=load_face_parser(models, device=args.device))  # as serve opens it
     avatar = store.prepare(args.avatar, "bench", PrepareSettings(max_frames=args.avatar_frames,
                                                                  face_records=args.face_records))
     return models, store.root, avatar.fps

@@ -7,6 +7,8 @@ import logging
 from ..errors import MuseTalkError
 from ..models.layout import ENV_VAR as MODELS_ENV
 from ..models.layout import VERSIONS
+from .avatar import open_store
+from .device import add_device_argument, chosen_device
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     p.add_argument("--version", choices=VERSIONS, default="v1.5", help="model version (default: v1.5)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    add_device_argument(p)
     p.add_argument("--fp16", action="store_true", help="half precision (GPU)")
     p.add_argument("--decoder", choices=("vae", "tiny"), default="tiny",
                    help="latent decoder: TAESD (taesd/ in the models folder; default: ~12x cheaper decode, so "
@@ -104,22 +106,18 @@ def build_app(args: argparse.Namespace):
     """The server's FastAPI application (its engine in ``app.state.engine``), as ``args`` say."""
     import torch
 
-    from ..face import load_face_parser
     from ..pipeline.lipsync import MuseTalk
     from ..realtime.web.access import AccessPolicy
     from ..realtime.engine.admission import calibrate
-    from ..realtime.avatars.store import AvatarStore
     from ..realtime.engine.engine import Engine
     from ..realtime.server import create_app
     from ..realtime.engine.streaming import DEFAULT_LOOKAHEAD_S
-    from .avatar import default_device
 
-    device = args.device or default_device()
+    device = chosen_device(args.device)
     dtype = torch.float16 if args.fp16 else torch.float32
     mt = MuseTalk.from_pretrained(args.models, version=args.version, device=device, dtype=dtype,
                                   decoder=args.decoder)
-    store = AvatarStore(args.avatars, mt, parser=load_face_parser(args.models, device=device),
-                        cache_mb=args.avatar_cache_mb)
+    store = open_store(args.avatars, args.models, mt, device, cache_mb=args.avatar_cache_mb)
     access = AccessPolicy(access_token(args.token, args.host, args.port), tuple(args.allow_origin))
     lookahead = DEFAULT_LOOKAHEAD_S if args.lookahead is None else args.lookahead
     budget = args.latency_budget_ms / 1000
