@@ -40,6 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "and logged when --host is not a loopback address)")
     p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                    help="another origin (scheme://host:port, or *) whose pages may use the server; repeatable")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="without a token, another host name the server may be reached by (besides the --host "
+                        "address and, on loopback, localhost): requests naming other hosts are refused, so that a "
+                        "DNS-rebinding page cannot reach it; repeatable")
     p.add_argument("--max-upload-mb", type=float, default=500.0, help="largest avatar upload in MB (default: 500)")
     p.add_argument("--avatar-cache-mb", type=float, default=1024.0,
                    help="memory for loaded avatar frames, masks and latents, least recently used out (default: 1024)")
@@ -63,6 +67,15 @@ def access_token(given: str | None, host: str, port: int) -> str | None:
         log.warning("listening on %s without --token: generated one; open the page at http://%s:%d/?token=%s",
                     host, host, port, token)
     return token
+
+
+def access_policy(args: argparse.Namespace):
+    """Who may use the server: the token (see :func:`access_token`), the allowed origins, and without a
+    token the host names requests may give (the listening address, loopback names, ``--allow-host``)."""
+    from ..realtime.web.access import AccessPolicy, served_hosts
+
+    return AccessPolicy(access_token(args.token, args.host, args.port), tuple(args.allow_origin),
+                        served_hosts(args.host, args.allow_host))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -106,7 +119,6 @@ def build_app(args: argparse.Namespace):
 
     from ..face import load_face_parser
     from ..pipeline.lipsync import MuseTalk
-    from ..realtime.web.access import AccessPolicy
     from ..realtime.engine.admission import calibrate
     from ..realtime.avatars.store import AvatarStore
     from ..realtime.engine.engine import Engine
@@ -120,7 +132,7 @@ def build_app(args: argparse.Namespace):
                                   decoder=args.decoder)
     store = AvatarStore(args.avatars, mt, parser=load_face_parser(args.models, device=device),
                         cache_mb=args.avatar_cache_mb)
-    access = AccessPolicy(access_token(args.token, args.host, args.port), tuple(args.allow_origin))
+    access = access_policy(args)
     lookahead = DEFAULT_LOOKAHEAD_S if args.lookahead is None else args.lookahead
     budget = args.latency_budget_ms / 1000
     capacity = args.max_sessions or calibrate(mt, args.batch_size, budget)
