@@ -494,7 +494,7 @@ class Session:
             self._outbox.put(event)
         if frame is not None and self._outbox.has_room_for_frame():
             self.sent += 1
-            self._stats.sent(frame.latency)
+            self._stats.sent(frame.render_s if frame.speech else None)
             self._outbox.put(frame)
         else:
             self.skipped += 1

@@ -1,5 +1,8 @@
 """Running counts of an engine (frames sent and skipped, latencies, batch sizes) that ``/metrics`` exports.
 
+``latency``: per speech frame sent, seconds from its audio complete (look-ahead included) to composited
+(:attr:`~.outbox.Frame.render_s`); rest frames are not rendered from audio and are not counted.
+
 Plain Python, thread-safe; the Prometheus side is :mod:`musetalk.realtime.web.metrics`.
 """
 from __future__ import annotations
@@ -46,10 +49,12 @@ class EngineStats:
         self.latency = Histogram(LATENCY_BUCKETS_S)
         self.batch_sizes = Histogram(BATCH_BUCKETS)
 
-    def sent(self, latency_s: float) -> None:
+    def sent(self, render_s: float | None) -> None:
+        """A frame went out; ``render_s``: a speech frame's audio complete to composited (None: a rest frame)."""
         with self._lock:
             self.frames_sent += 1
-            self.latency.observe(latency_s)
+            if render_s is not None:
+                self.latency.observe(render_s)
 
     def skipped(self) -> None:
         with self._lock:

@@ -25,7 +25,8 @@ class EngineCollector:
         yield CounterMetricFamily("musetalk_frames_skipped", "Frames skipped (late or slow client)",
                                   value=stats["frames_skipped"])
         buckets, total = stats["latency"]
-        yield HistogramMetricFamily("musetalk_frame_latency_seconds", "Audio complete to frame composited",
+        yield HistogramMetricFamily("musetalk_frame_latency_seconds",
+                                    "Speech frames sent: audio complete (look-ahead included) to composited",
                                     buckets=buckets, sum_value=total)
         buckets, total = stats["batch_sizes"]
         yield HistogramMetricFamily("musetalk_generate_batch_size", "Frames per model call",
