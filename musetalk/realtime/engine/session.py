@@ -73,11 +73,12 @@ class SessionSettings:
 
 @dataclass
 class Job:
-    """One frame to render: its global ``index``, avatar ``source`` frame, prompt float32 (50, 384), and
-    ``blend`` (1: all speech, less: mixed with the rest frame); its audio was complete at ``ready_at``, it
-    is due at ``due_at`` and must be out by ``deadline``."""
+    """One frame to render: frame ``index`` of ``utterance`` (its global index), avatar ``source`` frame,
+    prompt float32 (50, 384), and ``blend`` (1: all speech, less: mixed with the rest frame); its audio was
+    complete at ``ready_at``, it is due at ``due_at`` and must be out by ``deadline``."""
 
     session: "Session"
+    utterance: "Utterance"
     index: int
     source: int
     prompt: np.ndarray
@@ -347,8 +348,8 @@ class Session:
         utterance, plan = planned
         prompts = utterance.stream.prompts(plan, states)
         with self._lock:
-            if not self.active:
-                return
+            if not self.active or not self._playing(utterance):
+                return  # failed, or interrupted while its audio was encoded
             total = utterance.stream.frame_total
             for k, prompt in zip(range(plan.start, plan.stop), prompts):
                 ready_at = utterance.ready_times.popleft()
@@ -357,8 +358,8 @@ class Session:
                     continue  # interrupted meanwhile
                 due_at = self._due(index, ready_at)
                 blend = _blend(k, total) if self.live else 1.0
-                self._jobs.append(Job(self, index, self.avatar.source_index(index), prompt, ready_at, due_at,
-                                      due_at + (self.settings.budget_s or 0.0), blend))
+                self._jobs.append(Job(self, utterance, index, self.avatar.source_index(index), prompt, ready_at,
+                                      due_at, due_at + (self.settings.budget_s or 0.0), blend))
 
     def _due(self, index: int, ready_at: float) -> float:
         """Frame ``index``'s time on the media clock, not before its audio (plain sessions)."""
@@ -465,9 +466,14 @@ class Session:
         self._outbox.put(SessionError(message))
 
     def _place_job(self, job: Job, frame: Frame | None) -> None:
-        """Place a rendered (or skipped) job unless an interruption dropped its frame. Holds ``_lock``."""
-        if any(u.covers(job.index) for u in self._utterances) or not self.live:
+        """Place a rendered (or skipped) job unless an interruption dropped its utterance (a frame still
+        rendering for it must not land in the slot of the utterance that barged in). Holds ``_lock``."""
+        if not self.live or (job.utterance.covers(job.index) and self._playing(job.utterance)):
             self._place(job.index, frame)
+
+    def _playing(self, utterance: Utterance) -> bool:
+        """Whether ``utterance`` is still one of this session's (not interrupted). Holds ``_lock``."""
+        return any(u is utterance for u in self._utterances)
 
     def _place(self, index: int, frame: Frame | None) -> None:
         """Put frame ``index`` (None: a skip) in order; forward what is complete. Holds ``_lock``."""
