@@ -33,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "a client may choose its own with the lookahead query parameter)")
     p.add_argument("--latency-budget-ms", type=float, default=DEFAULT_BUDGET_MS,
                    help="a frame not out this long after its due time is skipped (default %(default)g)")
+    p.add_argument("--max-audio-ahead-s", type=float, default=30.0,
+                   help="seconds of audio a session accepts ahead of its clock; a client sending more is refused "
+                        "(error, close 1008) (default: %(default)g)")
     p.add_argument("--max-sessions", type=int, default=None,
                    help="speaking sessions admitted (default: measured by a short calibration at start-up)")
     p.add_argument("--token", default=None,
@@ -83,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
         raise MuseTalkError(f"--max-sessions must be at least 1, got {args.max_sessions}")
     if args.latency_budget_ms <= 0:
         raise MuseTalkError(f"--latency-budget-ms must be positive, got {args.latency_budget_ms:g}")
+    if not args.max_audio_ahead_s > 0:
+        raise MuseTalkError(f"--max-audio-ahead-s must be positive, got {args.max_audio_ahead_s:g}")
     if args.ray is not None:
         return run_on_ray(args)
     import uvicorn
@@ -137,7 +142,7 @@ def build_app(args: argparse.Namespace):
     budget = args.latency_budget_ms / 1000
     capacity = args.max_sessions or calibrate(mt, args.batch_size, budget)
     engine = Engine(mt, batch_size=args.batch_size, lookahead_s=lookahead, latency_budget_s=budget,
-                    capacity=capacity)
+                    capacity=capacity, max_audio_ahead_s=args.max_audio_ahead_s)
     app = create_app(store, engine, access, max_upload_mb=args.max_upload_mb)
     app.state.engine = engine
     log.info("%d avatars from %s", len(store.names()), store.root)

@@ -46,6 +46,7 @@ class EngineStats:
         self._lock = threading.Lock()
         self.frames_sent = 0
         self.frames_skipped = 0
+        self.audio_refusals = 0
         self.latency = Histogram(LATENCY_BUCKETS_S)
         self.batch_sizes = Histogram(BATCH_BUCKETS)
 
@@ -60,6 +61,11 @@ class EngineStats:
         with self._lock:
             self.frames_skipped += 1
 
+    def audio_refused(self) -> None:
+        """A chunk of audio was refused: it would have been too far ahead of its session's clock."""
+        with self._lock:
+            self.audio_refusals += 1
+
     def batch(self, size: int) -> None:
         with self._lock:
             self.batch_sizes.observe(size)
@@ -68,5 +74,6 @@ class EngineStats:
         """A consistent copy: counts and cumulative histogram buckets with their sums."""
         with self._lock:
             return {"frames_sent": self.frames_sent, "frames_skipped": self.frames_skipped,
+                    "audio_refused": self.audio_refusals,
                     "latency": (self.latency.cumulative(), self.latency.total),
                     "batch_sizes": (self.batch_sizes.cumulative(), self.batch_sizes.total)}

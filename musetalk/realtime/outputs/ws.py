@@ -14,6 +14,9 @@ live=1 then ``{"type": "done", "frames": N, "skipped": K}`` and a normal close; 
 the start (the avatar at rest between utterances), with ``{"type": "state", "state": "rest"|"speaking"}``
 on every change and ``{"type": "utterance_done", "frames": N}`` after each utterance, until ``close``.
 
+Audio is accepted only so far ahead of the session's clock (``--max-audio-ahead-s``, default 30 s): send
+it in real time; a chunk beyond is refused (1008); a ``say`` is fed as its clock plays it.
+
 Every refusal is ``{"type": "error", "message": "<one line>"}`` then a close with the same reason and
 code 1013 (server full), 1008 (protocol misuse, unknown avatar, bad parameter, text too long) or 1011
 (the engine or the speech synthesis failed this session).
@@ -203,6 +206,8 @@ async def _speak(session: Session, text: str, voice: Voice) -> None:
         synth = await voice.get()
         sentences = synth.sentences(text)
         while (samples := await asyncio.to_thread(next, sentences, None)) is not None:
+            while (wait := session.audio_wait_s(len(samples))) > 0:
+                await asyncio.sleep(wait)  # a long text is fed as its clock plays it, under the audio cap
             frame = session.feed(samples)
             pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
             session.notify({"type": "audio", "frame": frame, "sample_rate": SAMPLE_RATE,
