@@ -35,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "a client may choose its own with the lookahead query parameter)")
     p.add_argument("--latency-budget-ms", type=float, default=DEFAULT_BUDGET_MS,
                    help="a frame not out this long after its due time is skipped (default %(default)g)")
+    p.add_argument("--max-audio-ahead-s", type=float, default=30.0,
+                   help="seconds of audio a session accepts ahead of its clock; a client sending more is refused "
+                        "(error, close 1008) (default: %(default)g)")
     p.add_argument("--max-sessions", type=int, default=None,
                    help="speaking sessions admitted (default: measured by a short calibration at start-up)")
     p.add_argument("--token", default=None,
@@ -42,6 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "and logged when --host is not a loopback address)")
     p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                    help="another origin (scheme://host:port, or *) whose pages may use the server; repeatable")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="without a token, another host name the server may be reached by (besides the --host "
+                        "address and, on loopback, localhost): requests naming other hosts are refused, so that a "
+                        "DNS-rebinding page cannot reach it; repeatable")
     p.add_argument("--max-upload-mb", type=float, default=500.0, help="largest avatar upload in MB (default: 500)")
     p.add_argument("--avatar-cache-mb", type=float, default=1024.0,
                    help="memory for loaded avatar frames, masks and latents, least recently used out (default: 1024)")
@@ -67,11 +74,22 @@ def access_token(given: str | None, host: str, port: int) -> str | None:
     return token
 
 
+def access_policy(args: argparse.Namespace):
+    """Who may use the server: the token (see :func:`access_token`), the allowed origins, and without a
+    token the host names requests may give (the listening address, loopback names, ``--allow-host``)."""
+    from ..realtime.web.access import AccessPolicy, served_hosts
+
+    return AccessPolicy(access_token(args.token, args.host, args.port), tuple(args.allow_origin),
+                        served_hosts(args.host, args.allow_host))
+
+
 def run(args: argparse.Namespace) -> int:
     if args.max_sessions is not None and args.max_sessions < 1:
         raise MuseTalkError(f"--max-sessions must be at least 1, got {args.max_sessions}")
     if args.latency_budget_ms <= 0:
         raise MuseTalkError(f"--latency-budget-ms must be positive, got {args.latency_budget_ms:g}")
+    if not args.max_audio_ahead_s > 0:
+        raise MuseTalkError(f"--max-audio-ahead-s must be positive, got {args.max_audio_ahead_s:g}")
     if args.ray is not None:
         return run_on_ray(args)
     import uvicorn
@@ -107,7 +125,6 @@ def build_app(args: argparse.Namespace):
     import torch
 
     from ..pipeline.lipsync import MuseTalk
-    from ..realtime.web.access import AccessPolicy
     from ..realtime.engine.admission import calibrate
     from ..realtime.engine.engine import Engine
     from ..realtime.server import create_app
@@ -118,12 +135,12 @@ def build_app(args: argparse.Namespace):
     mt = MuseTalk.from_pretrained(args.models, version=args.version, device=device, dtype=dtype,
                                   decoder=args.decoder)
     store = open_store(args.avatars, args.models, mt, device, cache_mb=args.avatar_cache_mb)
-    access = AccessPolicy(access_token(args.token, args.host, args.port), tuple(args.allow_origin))
+    access = access_policy(args)
     lookahead = DEFAULT_LOOKAHEAD_S if args.lookahead is None else args.lookahead
     budget = args.latency_budget_ms / 1000
     capacity = args.max_sessions or calibrate(mt, args.batch_size, budget)
     engine = Engine(mt, batch_size=args.batch_size, lookahead_s=lookahead, latency_budget_s=budget,
-                    capacity=capacity)
+                    capacity=capacity, max_audio_ahead_s=args.max_audio_ahead_s)
     app = create_app(store, engine, access, max_upload_mb=args.max_upload_mb)
     app.state.engine = engine
     log.info("%d avatars from %s", len(store.names()), store.root)

@@ -33,7 +33,7 @@ from .admission import Admission
 from ...video.jpeg import encode_jpeg
 from .render import blend_with_rest, composite
 from .render_cost import RenderCost
-from .session import Job, Session, SessionError, SessionSettings
+from .session import DEFAULT_MAX_AUDIO_AHEAD_S, Job, Session, SessionError, SessionSettings
 from .stats import EngineStats
 from .streaming import DEFAULT_LOOKAHEAD_S, Plan, encode_plans
 
@@ -49,16 +49,20 @@ class Engine:
     jpeg_quality: None to skip JPEG encoding (frames then carry their RGB image); lookahead_s: default
     audio needed after a frame's window; latency_budget_s: a frame later than this after its due time is
     skipped (None: never skip); capacity: speaking sessions admitted (None: no limit); outbox_frames:
-    frames a slow client may have waiting before further ones are skipped.
+    frames a slow client may have waiting before further ones are skipped; max_audio_ahead_s: audio a
+    session accepts ahead of its clock (more is refused, see :mod:`.session`).
     """
 
     def __init__(self, mt, batch_size: int = 16, compositors: int = 2, jpeg_quality: int | None = 85,
                  lookahead_s: float = DEFAULT_LOOKAHEAD_S, latency_budget_s: float | None = None,
-                 capacity: int | None = None, outbox_frames: int = 50) -> None:
+                 capacity: int | None = None, outbox_frames: int = 50,
+                 max_audio_ahead_s: float = DEFAULT_MAX_AUDIO_AHEAD_S) -> None:
         if batch_size < 1:
             raise MuseTalkError(f"batch_size must be at least 1, got {batch_size}")
         if latency_budget_s is not None and latency_budget_s <= 0:
             raise MuseTalkError(f"the latency budget must be positive, got {latency_budget_s} s")
+        if not max_audio_ahead_s > 0:
+            raise MuseTalkError(f"the audio cap must be positive, got {max_audio_ahead_s:g} s")
         self.mt = mt
         self.batch_size = batch_size
         self.jpeg_quality = jpeg_quality
@@ -66,6 +70,7 @@ class Engine:
         self.latency_budget_s = latency_budget_s
         self.admission = Admission(capacity)
         self.outbox_frames = outbox_frames
+        self.max_audio_ahead_s = max_audio_ahead_s
         self.stats = EngineStats()
         self._sessions: list[Session] = []
         self._ids = itertools.count(1)
@@ -87,7 +92,8 @@ class Engine:
         (an output that encodes video itself). Raises :class:`~.admission.ServerFull` when full."""
         jpeg = bool(self.jpeg_quality) and not images
         settings = SessionSettings(self.lookahead_s if lookahead_s is None else lookahead_s, self.latency_budget_s,
-                                   self.outbox_frames, keep_images=not jpeg, live=live, encode_jpeg=jpeg)
+                                   self.outbox_frames, keep_images=not jpeg, live=live, encode_jpeg=jpeg,
+                                   max_audio_ahead_s=self.max_audio_ahead_s)
         with self._cond:
             if self._stopping:
                 raise SessionError("the engine is shut down")

@@ -14,6 +14,9 @@ live=1 then ``{"type": "done", "frames": N, "skipped": K}`` and a normal close; 
 the start (the avatar at rest between utterances), with ``{"type": "state", "state": "rest"|"speaking"}``
 on every change and ``{"type": "utterance_done", "frames": N}`` after each utterance, until ``close``.
 
+Audio is accepted only so far ahead of the session's clock (``--max-audio-ahead-s``, default 30 s): send
+it in real time; a chunk beyond is refused (1008); a ``say`` is fed as its clock plays it.
+
 Every refusal is ``{"type": "error", "message": "<one line>"}`` then a close with the same reason and
 code 1013 (server full), 1008 (protocol misuse, unknown avatar, bad parameter, text too long) or 1011
 (the engine or the speech synthesis failed this session).
@@ -197,19 +200,22 @@ class _Connection:
 
 async def _speak(session: Session, text: str, voice: Voice) -> None:
     """Feed the speech of ``text`` sentence by sentence, with an ``audio`` message for the client to play
-    each at its frame's time; then end the utterance. A synthesis fault fails the session."""
+    each at its frame's time; then end the utterance. A synthesis fault, or the session refusing what the
+    say feeds it, fails the session with the reason (nobody awaits this task: the sender reports it)."""
     try:
         synth = await voice.get()
         sentences = synth.sentences(text)
         while (samples := await asyncio.to_thread(next, sentences, None)) is not None:
+            while (wait := session.audio_wait_s(len(samples))) > 0:
+                await asyncio.sleep(wait)  # a long text is fed as its clock plays it, under the audio cap
             frame = session.feed(samples)
             pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
             session.notify({"type": "audio", "frame": frame, "sample_rate": SAMPLE_RATE,
                             "pcm16": base64.b64encode(pcm).decode()})
         session.end()
-    except SessionError:
+    except SessionError as exc:
         if session.active:
-            raise
+            session.fail(f"say failed: {exc}")
     except Exception as exc:  # noqa: BLE001 - reported to the client as this session's failure
         log.exception("speech synthesis failed")
         session.fail(f"speech synthesis failed: {exc}")
@@ -220,23 +226,31 @@ async def _serve_session(ws: WebSocket, conn: _Connection) -> None:
     session = conn.session
     receiver = asyncio.create_task(_receive(ws, conn))
     sender = asyncio.create_task(_send_frames(ws, session))
+    refusal: tuple[str, int] | None = None
     try:
         done, _ = await asyncio.wait({receiver, sender}, return_when=asyncio.FIRST_COMPLETED)
         if sender in done:
             sender.result()
-            await ws.close()
         else:
             receiver.result()  # the receiver only ends by raising: the client left or broke the protocol
     except ProtocolError as exc:
-        await refuse(ws, str(exc), POLICY_VIOLATION)
+        refusal = str(exc), POLICY_VIOLATION
     except SessionError as exc:
-        await refuse(ws, str(exc), INTERNAL_ERROR)
+        refusal = str(exc), INTERNAL_ERROR
     except (WebSocketDisconnect, RuntimeError) as exc:
         log.info("session %d: client gone (%s)", session.id, exc.__class__.__name__)
+        return
     finally:
         for task in (receiver, sender, conn.saying):
             if task is not None:
                 task.cancel()
+    if refusal is None:
+        try:
+            await ws.close()
+        except (WebSocketDisconnect, RuntimeError):
+            log.info("session %d: client gone before the close", session.id)
+    else:
+        await refuse(ws, *refusal)  # after the sender stopped: nothing follows the error but the close
 
 
 async def _receive(ws: WebSocket, conn: _Connection) -> None:
