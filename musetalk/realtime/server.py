@@ -11,7 +11,8 @@
   body is limited to ``--max-upload-mb`` (413 beyond, from Content-Length or while receiving) and spooled to
   disk; an existing avatar, or one being prepared, is replaced only with ``replace=true`` (409 otherwise); a
   malformed form, name or extension gets 400. Refusals are JSON ``{"type": "error", "message"}``. Accepted
-  uploads are prepared in the background, one at a time (the store's lock); the reply streams the progress
+  uploads are prepared in the background, one at a time (the store's lock), pausing while any session speaks
+  (live sessions first, :mod:`.engine.priority`); the reply streams the progress
   as NDJSON lines ``{"type": "progress", "stage", "done", "total"}``, then ``{"type": "done", "avatar": {...}}``
   or ``{"type": "error", "message"}`` (a failed replacement leaves the old avatar as it was). The
   preparation goes on if the client leaves.
@@ -56,7 +57,7 @@ def create_app(store: AvatarStore, engine: Engine, access: AccessPolicy = Access
     registry = engine_registry(engine)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(AccessGuard, policy=access)
-    app.include_router(avatar_router(store, max_upload_mb))
+    app.include_router(avatar_router(store, max_upload_mb, turn=engine.background.wait_turn))
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:

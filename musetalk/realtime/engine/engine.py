@@ -30,6 +30,7 @@ import torch
 
 from ...errors import MuseTalkError
 from .admission import Admission
+from .priority import BackgroundLane
 from ...video.jpeg import encode_jpeg
 from .render import blend_with_rest, composite
 from .render_cost import RenderCost
@@ -72,6 +73,7 @@ class Engine:
         self.outbox_frames = outbox_frames
         self.max_audio_ahead_s = max_audio_ahead_s
         self.stats = EngineStats()
+        self.background = BackgroundLane()  # avatar preparations wait their turn here (live sessions first)
         self._sessions: list[Session] = []
         self._ids = itertools.count(1)
         self._cond = threading.Condition()
@@ -147,6 +149,7 @@ class Engine:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
+        self.background.close()
         self._thread.join()
         self._clock.join()
         self._pool.shutdown(wait=True)
@@ -162,9 +165,11 @@ class Engine:
         while True:
             with self._cond:
                 while not self._stopping and not self._work():
+                    self.background.set_busy(any(s.speaking for s in self._sessions))
                     self._cond.wait(timeout=1.0)
                 if self._stopping:
                     return
+                self.background.set_busy(True)
                 sessions = list(self._sessions)
             try:
                 self._step(sessions)
