@@ -144,6 +144,24 @@ class Session:
         self._wake()
         return int(frame)
 
+    def pad_to_clock(self) -> int:
+        """Live: before more audio of the open utterance, silence up to the clock's present frame when the
+        utterance's next sample would start behind it (audio that arrives late shifts its frames and
+        itself together instead of starting cut). Returns the samples of silence fed (0: none needed)."""
+        with self._lock:
+            self._check_open()
+            current = self._current()
+            if not self.live or current is None or current.stream.finished:
+                return 0
+            present = math.ceil((time.perf_counter() - self.opened_at) * self.avatar.fps)
+            behind = math.ceil((present - current.start) * SAMPLE_RATE / self.avatar.fps) - current.stream.total
+            if behind <= 0:
+                return 0
+            current.stream.push(np.zeros(behind, np.float32))
+            self._note_ready(current)
+        self._wake()
+        return behind
+
     def notify(self, message: dict) -> None:
         """Send ``message`` to the client now, ahead of the frames waiting (e.g. speech to play)."""
         with self._lock:
