@@ -37,10 +37,8 @@ TRY_AGAIN_LATER = 1013
 _REASON_BYTES = 123  # the WebSocket limit of a close reason
 
 
-def register(app: FastAPI, store, engine: Engine, synthesizer=None) -> None:
-    """Serve ``store``'s avatars through ``engine`` on ``/ws/{name}``; ``say`` messages are spoken by
-    ``synthesizer`` (default: a :class:`musetalk.speech.Synthesizer` with the bundled voice, made on first use)."""
-    voice = Voice(synthesizer)
+def register(app: FastAPI, store, engine: Engine, voice: Voice) -> None:
+    """Serve ``store``'s avatars through ``engine`` on ``/ws/{name}``; ``say`` messages are spoken by ``voice``."""
 
     @app.websocket("/ws/{name}")
     async def stream(ws: WebSocket, name: str) -> None:
