@@ -183,8 +183,8 @@ class Viewer:
         await _until(lambda: any(m["type"] == kind for m in self.messages), timeout)
         return next(m for m in self.messages if m["type"] == kind)
 
-    def send(self, message: dict | bytes) -> None:
-        self.channel.send(message if isinstance(message, bytes) else json.dumps(message))
+    def send(self, message: dict | str | bytes) -> None:
+        self.channel.send(json.dumps(message) if isinstance(message, dict) else message)
 
     async def delete(self) -> int:
         async with httpx.AsyncClient() as http:
