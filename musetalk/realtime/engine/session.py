@@ -186,6 +186,26 @@ class Session:
             media_now = 0.0 if self._origin is None else now - self._origin
         return start_s + samples / SAMPLE_RATE - media_now
 
+    def pad_to_clock(self) -> int:
+        """Live: before more audio of the open utterance, silence up to the clock's present frame when the
+        utterance's next sample would start behind it (audio that arrives late shifts its frames and
+        itself together instead of starting cut). Returns the samples of silence fed (0: none needed)."""
+        with self._lock:
+            self._check_open()
+            current = self._current()
+            if not self.live or current is None or current.stream.finished:
+                return 0
+            fps = self.avatar.fps
+            present = self._present_frame(time.perf_counter())
+            behind = frame_sample(present, fps, SAMPLE_RATE) - frame_sample(current.start, fps, SAMPLE_RATE) \
+                - current.stream.total
+            if behind <= 0:
+                return 0
+            current.stream.push(np.zeros(behind, np.float32))
+            self._note_ready(current)
+        self._wake()
+        return behind
+
     def notify(self, message: dict) -> None:
         """Send ``message`` to the client now, ahead of the frames waiting (e.g. speech to play)."""
         with self._lock:
@@ -213,12 +233,14 @@ class Session:
             self._after_placing()
         self._wake()
 
-    def interrupt(self) -> None:
-        """Live: drop the rest of the speech (the frames not yet sent) and return to rest."""
+    def interrupt(self) -> int | None:
+        """Live: drop the rest of the speech (the frames not yet sent) and return to rest. Returns the
+        frame from which on the session is at rest (an output holding frames before it may drop their
+        speech too); None when it was not speaking."""
         with self._lock:
             self._check_open()
             if not self._utterances:
-                return
+                return None
             cut = max(self._next_out, self._utterances[0].start)
             first = self._utterances[0]
             self._utterances.clear()
@@ -232,6 +254,7 @@ class Session:
                 self._end_utterance(first, interrupted=True)
             self.speaking_since = None
         self._wake()
+        return cut
 
     def finish(self) -> None:
         """Live: end the session now (the client said ``close``)."""
@@ -343,7 +366,12 @@ class Session:
     def _next_start(self, now: float) -> int:
         """Live: the frame a new utterance starting at ``now`` begins on. Holds ``_lock``."""
         current = self._current()
-        return max(self._clock, math.ceil((now - self.opened_at) * self.avatar.fps), current.stop if current else 0)
+        return max(self._clock, self._present_frame(now), current.stop if current else 0)
+
+    def _present_frame(self, now: float) -> int:
+        """Live: the first frame whose audio has not all arrived by ``now`` if it plays in real time (a new
+        utterance starts there; its due time is :func:`audio_delay` later)."""
+        return math.ceil((now - self.opened_at) * self.avatar.fps)
 
     def _note_ready(self, utterance: Utterance) -> None:
         """Stamp the frames the audio so far completed (for deadlines and latency). Holds ``_lock``."""
