@@ -1,7 +1,8 @@
 """The WebSocket protocol of ``/ws/{avatar}`` (registered on the app by :func:`register`).
 
 Query: ``lookahead=<seconds>`` (this session's audio look-ahead), ``live=1`` (a live session),
-``bargein=1`` (live: a new utterance while one plays interrupts it).
+``bargein=1`` (live: a new utterance while one plays interrupts it), ``frame_header=1`` (each JPEG message
+starts with the frame header below).
 
 Client -> server: binary PCM s16le 16 kHz mono chunks of any size, then text ``{"type": "end"}``; or
 ``{"type": "say", "text": "..."}`` (an utterance synthesised sentence by sentence that ends by itself);
@@ -9,7 +10,8 @@ live sessions also ``{"type": "interrupt"}`` and ``{"type": "close"}``.
 
 Server -> client: one binary JPEG per frame in index order; ``{"type": "skip", "index": i, "skipped":
 total}`` in place of a frame that missed its deadline; the speech of a ``say`` as ``{"type": "audio",
-"frame": i, "sample_rate": 16000, "pcm16": "<base64 s16le>"}`` to play from frame i's time. Without
+"frame": i, "time": t, "sample_rate": 16000, "pcm16": "<base64 s16le>"}`` to play from media time t (seconds
+on the session's media clock; frame i is the frame playing then). Without
 live=1 then ``{"type": "done", "frames": N, "skipped": K}`` and a normal close; live sessions stream from
 the start (the avatar at rest between utterances), with ``{"type": "state", "state": "rest"|"speaking"}``
 on every change and ``{"type": "utterance_done", "frames": N}`` after each utterance, until ``close``.
@@ -17,6 +19,13 @@ on every change and ``{"type": "utterance_done", "frames": N}`` after each utter
 Every refusal is ``{"type": "error", "message": "<one line>"}`` then a close with the same reason and
 code 1013 (server full), 1008 (protocol misuse, unknown avatar, bad parameter, text too long) or 1011
 (the engine or the speech synthesis failed this session).
+
+Frame header (``frame_header=1``): 16 bytes before the JPEG, little-endian: the magic ``b"MTF1"`` (its last
+byte the header's version), u32 frame index, f64 media time in seconds (frame i's time on the session's
+media clock, ``i / fps`` from frame 0; audio sample n of an utterance plays at its start time plus n /
+16000), then the JPEG bytes (:func:`frame_header`, :func:`parse_frame`). A client reads a frame's index and
+time from the message itself instead of counting messages. It is opt-in so that clients written before it
+(which hand every binary message to a JPEG decoder) keep working unchanged; a later layout gets a new magic.
 """
 from __future__ import annotations
 
@@ -25,6 +34,7 @@ import base64
 import json
 import logging
 import math
+import struct
 
 import numpy as np
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
@@ -42,6 +52,8 @@ POLICY_VIOLATION = 1008
 INTERNAL_ERROR = 1011
 TRY_AGAIN_LATER = 1013
 MAX_LOOKAHEAD_S = 2.0
+FRAME_MAGIC = b"MTF1"
+_HEADER = struct.Struct("<4sId")
 _REASON_BYTES = 123  # the WebSocket limit of a close reason
 
 
@@ -75,7 +87,7 @@ def register(app: FastAPI, store, engine: Engine, synthesizer=None) -> None:
         await ws.accept()
         try:
             lookahead = _lookahead(ws.query_params.get("lookahead"))
-            live, bargein = _flag(ws, "live"), _flag(ws, "bargein")
+            live, bargein, header = _flag(ws, "live"), _flag(ws, "bargein"), _flag(ws, "frame_header")
             avatar = await asyncio.to_thread(store.load, name)
             session = engine.open(avatar, loop=asyncio.get_running_loop(), lookahead_s=lookahead, live=live)
         except ServerFull as exc:
@@ -85,7 +97,7 @@ def register(app: FastAPI, store, engine: Engine, synthesizer=None) -> None:
             await refuse(ws, str(exc), POLICY_VIOLATION)
             return
         try:
-            await _serve_session(ws, _Connection(session, bargein, voice))
+            await _serve_session(ws, _Connection(session, bargein, voice), header)
         finally:
             session.close()
 
@@ -201,11 +213,15 @@ async def _speak(session: Session, text: str, voice: Voice) -> None:
     try:
         synth = await voice.get()
         sentences = synth.sentences(text)
+        start, fed = None, 0  # the utterance's first frame, samples fed so far
         while (samples := await asyncio.to_thread(next, sentences, None)) is not None:
             frame = session.feed(samples)
+            start = frame if start is None else start
             pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
-            session.notify({"type": "audio", "frame": frame, "sample_rate": SAMPLE_RATE,
+            when = start / session.avatar.fps + fed / SAMPLE_RATE
+            session.notify({"type": "audio", "frame": frame, "time": when, "sample_rate": SAMPLE_RATE,
                             "pcm16": base64.b64encode(pcm).decode()})
+            fed += len(samples)
         session.end()
     except SessionError:
         if session.active:
@@ -215,11 +231,12 @@ async def _speak(session: Session, text: str, voice: Voice) -> None:
         session.fail(f"speech synthesis failed: {exc}")
 
 
-async def _serve_session(ws: WebSocket, conn: _Connection) -> None:
-    """Run the receiver and the sender until the last frame went out, the client left, or it erred."""
+async def _serve_session(ws: WebSocket, conn: _Connection, header: bool) -> None:
+    """Run the receiver and the sender until the last frame went out, the client left, or it erred;
+    ``header``: each JPEG goes with its frame header."""
     session = conn.session
     receiver = asyncio.create_task(_receive(ws, conn))
-    sender = asyncio.create_task(_send_frames(ws, session))
+    sender = asyncio.create_task(_send_frames(ws, session, header))
     try:
         done, _ = await asyncio.wait({receiver, sender}, return_when=asyncio.FIRST_COMPLETED)
         if sender in done:
@@ -259,20 +276,38 @@ def parse_message(text: str) -> dict:
     return msg
 
 
-async def _send_frames(ws: WebSocket, session: Session) -> None:
-    """Frames as binary JPEG messages, skips and events as text, in index order; then (not live) ``done``."""
+async def _send_frames(ws: WebSocket, session: Session, header: bool) -> None:
+    """Frames as binary JPEG messages (``header``: each after its frame header), skips and events as text,
+    in index order; then (not live) ``done``."""
+    fps = session.avatar.fps
     while (item := await session.next_item()) is not None:
-        await send_item(ws, item)
+        await send_item(ws, item, fps if header else None)
     if not session.live:
         await ws.send_text(json.dumps({"type": "done", "frames": session.sent + session.skipped,
                                        "skipped": session.skipped}))
 
 
-async def send_item(ws: WebSocket, item: Frame | Skip | Event) -> None:
+async def send_item(ws: WebSocket, item: Frame | Skip | Event, header_fps: float | None = None) -> None:
+    """One outbox item: a frame as its JPEG (after its frame header at ``header_fps`` frames a second, when
+    given), anything else as a JSON text message."""
     if isinstance(item, Frame):
-        await ws.send_bytes(item.jpeg)
+        prefix = b"" if header_fps is None else frame_header(item.index, item.index / header_fps)
+        await ws.send_bytes(prefix + item.jpeg)
     else:
         await ws.send_text(json.dumps(item.message()))
+
+
+def frame_header(index: int, media_s: float) -> bytes:
+    """The 16-byte frame header of frame ``index`` at ``media_s`` seconds of media time (module docstring)."""
+    return _HEADER.pack(FRAME_MAGIC, index, media_s)
+
+
+def parse_frame(data: bytes) -> tuple[int, float, bytes]:
+    """(index, media seconds, JPEG bytes) of a binary frame message sent with ``frame_header=1``."""
+    if len(data) < _HEADER.size or data[:4] != FRAME_MAGIC:
+        raise ValueError(f"not a frame message: it starts {data[:4]!r}, not the header magic {FRAME_MAGIC!r}")
+    _, index, media_s = _HEADER.unpack_from(data)
+    return index, media_s, data[_HEADER.size :]
 
 
 async def refuse(ws: WebSocket, message: str, code: int) -> None:
