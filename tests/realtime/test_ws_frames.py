@@ -1,5 +1,5 @@
-"""The WebSocket's frame header (``frame_header=1``): each JPEG carries its index and media time, a
-``say``'s audio its media time; clients that did not ask get bare JPEGs as before."""
+"""The WebSocket's frame header (``frame_header=1``): each JPEG carries its index and media time; clients
+that did not ask get bare JPEGs as before."""
 from __future__ import annotations
 
 import json
@@ -39,7 +39,7 @@ def test_header_round_trip_and_refusal():
 
 def test_frames_carry_index_and_media_time(client):
     """Rest and speech frames of a live session: indices in order (a skip takes its index), media time i/fps;
-    the say's two sentences (0.5 s, 0.3 s) are stamped at their start times on the same clock."""
+    the say's two sentences (0.5 s, 0.3 s) play from frames on the same clock."""
     with client.websocket_connect("/ws/photo?live=1&frame_header=1") as ws:
         expected, frames, audio = 0, [], []
         for _ in range(3):  # at rest
@@ -65,8 +65,7 @@ def test_frames_carry_index_and_media_time(client):
     assert all(t == i / 25 for i, t in frames if t is not None)
     image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
     assert image.shape == (266, 474, 3)
-    start = audio[0]["frame"]
-    assert [(a["frame"], a["time"]) for a in audio] == [(start, start / 25), (start + 12, start / 25 + 0.5)]
+    assert audio[1]["frame"] - audio[0]["frame"] == 12 and frames[-1][0] >= audio[0]["frame"] + 19
 
 
 def test_without_the_header_frames_are_bare_jpegs(client):
