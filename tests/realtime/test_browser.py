@@ -41,9 +41,10 @@ def serve(store, engine, browser):
         browser.goto("about:blank")
 
 
-def open_page(browser: Page, url: str, avatar: str | None = None) -> None:
-    """Load the page, wait for the avatar list, and pick ``avatar`` (default: the first, "photo")."""
-    browser.goto(url)
+def open_page(browser: Page, url: str, avatar: str | None = None, transport: str = "ws") -> None:
+    """Load the page over ``transport`` (?transport=), wait for the avatar list, and pick ``avatar``
+    (default: the first, "photo")."""
+    browser.goto(url + ("&" if "?" in url else "?") + f"transport={transport}")
     browser.wait_for("document.querySelectorAll('#avatar option').length === 2", 30)
     if avatar:
         browser.evaluate(f"(() => {{ const m = document.getElementById('avatar'); m.value = '{avatar}';"
@@ -105,7 +106,7 @@ def test_typed_sentence_is_spoken_then_rest(browser, serve, synthesizer):
     assert played["audioPlayed"] <= seconds + 0.05
     assert_not_blank(canvas_pixels(browser))
     line = text_of(browser, "stats")
-    assert line.startswith("rest · ") and " fps · latency " in line and " · skipped " in line, line
+    assert line.startswith("rest · WebSocket · ") and " fps · latency " in line and " · skipped " in line, line
 
 
 @pytest.mark.timeout(180)
