@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -101,3 +103,99 @@ def serving(app) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@contextlib.contextmanager
+def turn_server(folder: Path, user: str = "u", password: str = "p") -> Iterator[str]:
+    """coturn on 127.0.0.1 (a free port, long-term credentials ``user``/``password``, relaying to loopback
+    peers) while inside; yields its ``turn:`` URL (UDP). Stopped by its pid."""
+    binary = shutil.which("turnserver")
+    if binary is None:
+        pytest.skip("coturn is not installed (apt-get install coturn; .ci/run installs it)")
+    port = free_port()
+    log = open(folder / "turnserver.out", "wb")
+    proc = subprocess.Popen(
+        [binary, "-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1", f"--listening-port={port}",
+         "--allow-loopback-peers", "--no-tls", "--no-dtls", "--lt-cred-mech", f"--user={user}:{password}",
+         "--realm=test", "--no-cli", f"--log-file={folder / 'turn.log'}", f"--pidfile={folder / 'turn.pid'}"],
+        stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # it listens on TCP and UDP at once: a TCP connection means it is up
+            assert proc.poll() is None, f"turnserver exited: {(folder / 'turnserver.out').read_text()[-2000:]}"
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            assert time.monotonic() < deadline, "turnserver did not start listening in 30 s"
+            time.sleep(0.1)
+        yield f"turn:127.0.0.1:{port}?transport=udp"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+# Installed on a page (``Page.evaluate(video_probe())``): for every frame the <video id="video"> presents
+# (requestVideoFrameCallback), the mean grey level of each 16x16 block of the picture, the frame's RTP
+# timestamp, capture (sender's clock mapped by RTCP), receive and expected display times (performance
+# clock, ms), the page's state, and the RMS of the audio playing then (a WebAudio analyser on the remote
+# audio). ``window.probe.frames`` holds them; ``window.probe.take()`` returns and forgets them.
+_VIDEO_PROBE = """(() => {
+  const withBlocks = WITH_BLOCKS;
+  const video = document.getElementById("video");
+  const canvas = document.createElement("canvas");
+  const block = 16;
+  const frames = [];
+  let analyser = null;
+  const listen = () => {
+    if (analyser || !video.srcObject || !video.srcObject.getAudioTracks().length) return;
+    const ctx = new AudioContext();
+    ctx.resume();
+    analyser = ctx.createAnalyser();
+    analyser.fftSize = 1024;
+    ctx.createMediaStreamSource(video.srcObject).connect(analyser);
+  };
+  const samples = new Float32Array(1024);
+  const step = (now, meta) => {
+    listen();
+    let means = [], bw = 0, bh = 0;
+    if (withBlocks) [means, bw, bh] = blockMeans();
+    let rms = null;
+    if (analyser) {
+      analyser.getFloatTimeDomainData(samples);
+      rms = Math.sqrt(samples.reduce((a, v) => a + v * v, 0) / samples.length);
+    }
+    frames.push({ blocks: means, bw, bh, rtp: meta.rtpTimestamp ?? null, capture: meta.captureTime ?? null,
+                  receive: meta.receiveTime ?? null, display: meta.expectedDisplayTime,
+                  presented: meta.presentedFrames, state: window.musetalk.state, rms });
+    video.requestVideoFrameCallback(step);
+  };
+  const blockMeans = () => {
+    const w = video.videoWidth, h = video.videoHeight;
+    if (canvas.width !== w || canvas.height !== h) { canvas.width = w; canvas.height = h; }
+    const g = canvas.getContext("2d", { willReadFrequently: true });
+    g.drawImage(video, 0, 0, w, h);
+    const px = g.getImageData(0, 0, w, h).data;
+    const bw = Math.floor(w / block), bh = Math.floor(h / block);
+    const means = new Array(bw * bh).fill(0);
+    for (let y = 0; y < bh * block; y++) {
+      const row = Math.floor(y / block) * bw;
+      for (let x = 0; x < bw * block; x++) {
+        const i = (y * w + x) * 4;
+        means[row + Math.floor(x / block)] += (px[i] + px[i + 1] + px[i + 2]) / 3;
+      }
+    }
+    return [means.map((m) => Math.round(m / (block * block))), bw, bh];
+  };
+  video.requestVideoFrameCallback(step);
+  window.probe = { frames, take: () => frames.splice(0, frames.length) };
+  return true;
+})()"""
+
+
+def video_probe(blocks: bool = True) -> str:
+    """The probe's JavaScript (``blocks``: also the picture's 16x16 block means, costly at 720p)."""
+    return _VIDEO_PROBE.replace("WITH_BLOCKS", "true" if blocks else "false")

@@ -660,7 +660,9 @@ class RtcSession extends Session {
     }
     const now = performance.now();
     const rtc = { connection: this.pc.connectionState, framesDecoded: 0, framesDropped: 0, bytes: 0,
-                  audioBytes: 0, audioSamples: 0, audioEnergy: 0, jitterMs: null, rttMs: null, candidateType: null };
+                  audioBytes: 0, audioSamples: 0, audioEnergy: 0, jitterMs: null, audioJitterMs: null, rttMs: null,
+                  candidateType: null };
+    let videoPlayout, audioPlayout;
     const byId = new Map();
     report.forEach((s) => byId.set(s.id, s));
     report.forEach((s) => {
@@ -668,10 +670,13 @@ class RtcSession extends Session {
         Object.assign(rtc, { framesDecoded: s.framesDecoded || 0, framesDropped: s.framesDropped || 0 });
         rtc.bytes += s.bytesReceived || 0;
         if (s.jitterBufferEmittedCount) rtc.jitterMs = 1000 * s.jitterBufferDelay / s.jitterBufferEmittedCount;
+        videoPlayout = s.estimatedPlayoutTimestamp;
       } else if (s.type === "inbound-rtp" && s.kind === "audio") {
         rtc.bytes += s.bytesReceived || 0;
         Object.assign(rtc, { audioBytes: s.bytesReceived || 0, audioSamples: s.totalSamplesReceived || 0,
                              audioEnergy: s.totalAudioEnergy || 0 });
+        if (s.jitterBufferEmittedCount) rtc.audioJitterMs = 1000 * s.jitterBufferDelay / s.jitterBufferEmittedCount;
+        audioPlayout = s.estimatedPlayoutTimestamp;
       } else if (s.type === "transport" && s.selectedCandidatePairId) {
         const pair = byId.get(s.selectedCandidatePairId);
         if (pair) {
@@ -681,6 +686,8 @@ class RtcSession extends Session {
         }
       }
     });
+    // estimatedPlayoutTimestamp (audio minus video): the A/V offset as played, a noisy estimate (figures only)
+    rtc.playoutDiffMs = videoPlayout && audioPlayout ? audioPlayout - videoPlayout : null;
     const last = this.lastStats;
     const seconds = last ? (now - last.at) / 1000 : 0;
     rtc.fps = seconds > 0 ? (rtc.framesDecoded - last.framesDecoded) / seconds : 0;
