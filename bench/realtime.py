@@ -12,6 +12,7 @@ session receives >= 95 % of the fps and the p95 latency is under ``--max-p95``.
     .venv/bin/python bench/realtime.py                         # CPU, tiny random models
     .venv/bin/python bench/realtime.py --size full --device cuda --fp16 --sessions 1,4,8,12,16
     .venv/bin/python bench/realtime.py --feature-diff          # streamed vs offline prompts on sun.wav
+    .venv/bin/python bench/realtime.py --transports            # 720p: WebSocket JPEG vs WebRTC H.264 / VP8
 """
 from __future__ import annotations
 
@@ -374,18 +375,28 @@ def main() -> None:
     parser.add_argument("--say", default="Hello there, how are you today?", help="text of the text-to-frame test")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--feature-diff", action="store_true", help="only measure streamed vs offline prompts")
+    parser.add_argument("--transports", action="store_true",
+                        help="only the transports at 720p: WebSocket JPEG vs WebRTC H.264 / VP8 (bench/transport.py)")
+    parser.add_argument("--video-kbps-list", default="500,750,1000,1500", help="WebRTC bit rates for --transports")
+    parser.add_argument("--video-kbps", type=int, default=1000, help="the server's --video-kbps in --transports")
     parser.add_argument("--lookaheads", default="0,0.1,0.2,0.4,0.8", help="look-aheads for --feature-diff")
     parser.add_argument("--diff-seconds", type=float, default=None,
                         help="--feature-diff on the first seconds of --audio only (default: all of it)")
     args = parser.parse_args()
     args.sessions = [int(k) for k in args.sessions.split(",")]
     args.lookaheads = [float(v) for v in args.lookaheads.split(",")]
+    args.video_kbps_list = [int(v) for v in args.video_kbps_list.split(",")]
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for name in ("diffusers", "transformers", "httpx"):
         logging.getLogger(name).setLevel(logging.ERROR)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.feature_diff:
         feature_diff(args)
+    elif args.transports:
+        from transport import bench_transports
+
+        with tempfile.TemporaryDirectory() as tmp:
+            bench_transports(args, Path(tmp))
     else:
         bench_serving(args)
 

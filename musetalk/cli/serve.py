@@ -7,6 +7,7 @@ import logging
 from ..errors import MuseTalkError
 from ..models.layout import ENV_VAR as MODELS_ENV
 from ..models.layout import VERSIONS
+from ..realtime.outputs.ice import DEFAULT_VIDEO_KBPS
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="serve on Ray Serve: a local instance, or the cluster at ADDRESS (then the command "
                         "returns and the cluster keeps serving; run it again to change --replicas)")
     p.add_argument("--replicas", type=int, default=1, help="with --ray: replicas, each one engine on one GPU")
+    p.add_argument("--video-kbps", type=int, default=DEFAULT_VIDEO_KBPS,
+                   help="WebRTC video bit rate in kbit/s, the encoder's start and ceiling; the receiver's bandwidth "
+                        "estimate lowers it (default %(default)d: 720p H.264 keeps the mouth above 35 dB, see docs/webrtc.md)")
+    p.add_argument("--ice-server", action="append", default=[], metavar="URL",
+                   help="a STUN or TURN server for WebRTC (stun:host:port, turn:host:port, turns:...); repeatable; "
+                        "also handed to the page. More as JSON in $MUSETALK_ICE_SERVERS")
+    p.add_argument("--turn-user", default=None, help="the username of the --ice-server turn: servers")
+    p.add_argument("--turn-credential", default=None, help="the credential of the --ice-server turn: servers")
     p.set_defaults(func=run)
 
 
@@ -70,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         raise MuseTalkError(f"--max-sessions must be at least 1, got {args.max_sessions}")
     if args.latency_budget_ms <= 0:
         raise MuseTalkError(f"--latency-budget-ms must be positive, got {args.latency_budget_ms:g}")
+    webrtc_settings(args)  # a bad ICE server or bit rate is refused before the models load
     if args.ray is not None:
         return run_on_ray(args)
     import uvicorn
@@ -81,6 +91,16 @@ def run(args: argparse.Namespace) -> int:
     finally:
         app.state.engine.close()
     return 0
+
+
+def webrtc_settings(args: argparse.Namespace):
+    """The WebRTC settings of ``args`` and ``$MUSETALK_ICE_SERVERS``."""
+    import os
+
+    from ..realtime.outputs.ice import ENV_VAR, WebRTCSettings, ice_servers
+
+    servers = ice_servers(args.ice_server, args.turn_user, args.turn_credential, os.environ.get(ENV_VAR))
+    return WebRTCSettings(video_kbps=args.video_kbps, ice_servers=servers)
 
 
 def run_on_ray(args: argparse.Namespace) -> int:
@@ -126,7 +146,7 @@ def build_app(args: argparse.Namespace):
     capacity = args.max_sessions or calibrate(mt, args.batch_size, budget)
     engine = Engine(mt, batch_size=args.batch_size, lookahead_s=lookahead, latency_budget_s=budget,
                     capacity=capacity)
-    app = create_app(store, engine, access, max_upload_mb=args.max_upload_mb)
+    app = create_app(store, engine, access, max_upload_mb=args.max_upload_mb, webrtc=webrtc_settings(args))
     app.state.engine = engine
     log.info("%d avatars from %s", len(store.names()), store.root)
     return app

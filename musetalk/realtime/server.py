@@ -21,9 +21,12 @@
   needs ``?token=`` or ``Authorization: Bearer`` (401, or the ``error`` message and close 1008 on a
   WebSocket); WebSockets and POSTs from a foreign ``Origin`` get 403 / 1008.
 - ``WS /ws/{avatar}``: the streaming protocol of :mod:`.outputs.ws`.
+- ``POST /whep/{avatar}``, ``DELETE /whep/{avatar}/{id}``, ``GET /ice``: WebRTC sessions (:mod:`.outputs.webrtc`),
+  when aiortc is installed (the ``webrtc`` extra).
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 
@@ -38,6 +41,8 @@ from .avatars.store import AvatarStore
 from .avatars.routes import DEFAULT_MAX_UPLOAD_MB, avatar_router
 from .engine.engine import Engine
 from .web.metrics import engine_registry
+from .outputs.control import Voice
+from .outputs.ice import WebRTCSettings
 from .outputs.ws import register as register_ws
 
 log = logging.getLogger(__name__)
@@ -46,10 +51,12 @@ STATIC = Path(__file__).resolve().parent / "web" / "static"
 
 
 def create_app(store: AvatarStore, engine: Engine, access: AccessPolicy = AccessPolicy(),
-               max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, *, synthesizer=None) -> FastAPI:
+               max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, *, synthesizer=None,
+               webrtc: WebRTCSettings | None = WebRTCSettings()) -> FastAPI:
     """The application serving ``store``'s avatars through ``engine`` (which must encode JPEG), guarded by
     ``access`` (token, origins), taking uploads up to ``max_upload_mb``; ``say`` messages are spoken by
-    ``synthesizer`` (a :class:`musetalk.speech.Synthesizer`; default: the bundled voice, loaded on first use)."""
+    ``synthesizer`` (a :class:`musetalk.speech.Synthesizer`; default: the bundled voice, loaded on first use);
+    WebRTC sessions with ``webrtc``'s settings when aiortc is installed (None: none)."""
     if not engine.jpeg_quality:
         raise MuseTalkError("the server sends JPEG frames: create the Engine with a jpeg_quality")
     app = FastAPI(title="MuseTalk real-time avatars")
@@ -71,5 +78,12 @@ def create_app(store: AvatarStore, engine: Engine, access: AccessPolicy = Access
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    register_ws(app, store, engine, synthesizer)
+    voice = Voice(synthesizer)
+    register_ws(app, store, engine, voice)
+    if webrtc is not None and importlib.util.find_spec("aiortc") is not None:
+        from .outputs.webrtc import register as register_webrtc
+
+        register_webrtc(app, store, engine, webrtc, voice)
+    elif webrtc is not None:
+        log.info("WebRTC off: aiortc is not installed (pip install 'musetalk[webrtc]')")
     return app

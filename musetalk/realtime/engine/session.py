@@ -160,8 +160,10 @@ class Session:
             current = self._current()
             if not self.live or current is None or current.stream.finished:
                 return 0
-            present = math.ceil((time.perf_counter() - self.opened_at) * self.avatar.fps)
-            behind = math.ceil((present - current.start) * SAMPLE_RATE / self.avatar.fps) - current.stream.total
+            fps = self.avatar.fps
+            present = self._present_frame(time.perf_counter())
+            behind = frame_sample(present, fps, SAMPLE_RATE) - frame_sample(current.start, fps, SAMPLE_RATE) \
+                - current.stream.total
             if behind <= 0:
                 return 0
             current.stream.push(np.zeros(behind, np.float32))
@@ -196,12 +198,14 @@ class Session:
             self._after_placing()
         self._wake()
 
-    def interrupt(self) -> None:
-        """Live: drop the rest of the speech (the frames not yet sent) and return to rest."""
+    def interrupt(self) -> int | None:
+        """Live: drop the rest of the speech (the frames not yet sent) and return to rest. Returns the
+        frame from which on the session is at rest (an output holding frames before it may drop their
+        speech too); None when it was not speaking."""
         with self._lock:
             self._check_open()
             if not self._utterances:
-                return
+                return None
             cut = max(self._next_out, self._utterances[0].start)
             first = self._utterances[0]
             self._utterances.clear()
@@ -215,6 +219,7 @@ class Session:
                 self._end_utterance(first, interrupted=True)
             self.speaking_since = None
         self._wake()
+        return cut
 
     def finish(self) -> None:
         """Live: end the session now (the client said ``close``)."""
@@ -315,14 +320,18 @@ class Session:
         if not self.live:
             raise SessionError("audio sent after the end of the stream")
         now = time.perf_counter()
-        start = max(self._clock, math.ceil((now - self.opened_at) * self.avatar.fps),
-                    current.stop if current else 0)
+        start = max(self._clock, self._present_frame(now), current.stop if current else 0)
         utterance = Utterance(FeatureStream(self.avatar.fps, self.settings.lookahead_s), start)
         self._utterances.append(utterance)
         if self.speaking_since is None:
             self.speaking_since = now
         self._events.setdefault(start, []).append(Event({"type": "state", "state": "speaking"}))
         return utterance
+
+    def _present_frame(self, now: float) -> int:
+        """Live: the first frame whose audio has not all arrived by ``now`` if it plays in real time (a new
+        utterance starts there; its due time is :func:`audio_delay` later)."""
+        return math.ceil((now - self.opened_at) * self.avatar.fps)
 
     def _note_ready(self, utterance: Utterance) -> None:
         """Stamp the frames the audio so far completed (for deadlines and latency). Holds ``_lock``."""

@@ -23,7 +23,7 @@ import logging
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -105,13 +105,17 @@ def parse_message(text: str) -> dict:
 class Control:
     """One client's control of its session: what its messages do, and what the receiver tracks (barge-in,
     the odd byte of the last PCM chunk, the ``say`` being spoken). ``audio_messages``: a ``say``'s speech
-    is also sent to the client as ``audio`` events (for transports without an audio track)."""
+    is also sent to the client as ``audio`` events (for transports without an audio track);
+    ``on_interrupt(frame)``: told the frame from which the session is at rest after each interruption (a
+    transport holding frames before it drops their speech)."""
 
-    def __init__(self, session: Session, bargein: bool, voice: Voice, audio_messages: bool = True) -> None:
+    def __init__(self, session: Session, bargein: bool, voice: Voice, audio_messages: bool = True,
+                 on_interrupt: Callable[[int], None] | None = None) -> None:
         self.session = session
         self.bargein = bargein
         self.voice = voice
         self.audio_messages = audio_messages
+        self.on_interrupt = on_interrupt
         self.carry = b""
         self.saying: asyncio.Task | None = None
 
@@ -142,7 +146,7 @@ class Control:
         if len(data) < 2:
             return
         if self.bargein and session.speaking and not session.utterance_open:
-            session.interrupt()
+            self.interrupt()
         session.feed_pcm16(data[: len(data) // 2 * 2])
 
     def control(self, msg: dict, text: str) -> None:
@@ -158,7 +162,7 @@ class Control:
             self.say(msg.get("text"))
         elif kind == "interrupt" and session.live:
             self.stop_saying()
-            session.interrupt()
+            self.interrupt()
         elif kind == "close" and session.live:
             session.finish()
         else:
@@ -181,8 +185,14 @@ class Control:
         if not session.live and session.frame_total is not None:
             raise ProtocolError("say received after the end of the session's audio")
         if self.bargein and session.speaking:
-            session.interrupt()
+            self.interrupt()
         self.saying = asyncio.create_task(speak(session, text, self.voice, self.audio_messages))
+
+    def interrupt(self) -> None:
+        """Interrupt the session's speech (and tell ``on_interrupt``)."""
+        cut = self.session.interrupt()
+        if cut is not None and self.on_interrupt is not None:
+            self.on_interrupt(cut)
 
     def stop_saying(self) -> None:
         """Cancel the ``say`` being synthesised (interrupt, or the client left)."""

@@ -50,10 +50,8 @@ FRAME_MAGIC = b"MTF1"
 _HEADER = struct.Struct("<4sId")
 
 
-def register(app: FastAPI, store, engine: Engine, synthesizer=None) -> None:
-    """Serve ``store``'s avatars through ``engine`` on ``/ws/{name}``; ``say`` messages are spoken by
-    ``synthesizer`` (default: a :class:`musetalk.speech.Synthesizer` with the bundled voice, made on first use)."""
-    voice = Voice(synthesizer)
+def register(app: FastAPI, store, engine: Engine, voice: Voice) -> None:
+    """Serve ``store``'s avatars through ``engine`` on ``/ws/{name}``; ``say`` messages are spoken by ``voice``."""
 
     @app.websocket("/ws/{name}")
     async def stream(ws: WebSocket, name: str) -> None:
