@@ -62,26 +62,25 @@ def ready_times(samples: int, chunk: int, send_times: list[float], end_time: flo
 
 
 async def run_session(url: str, pcm: bytes, chunk_ms: int, fps: float, lookahead: float) -> SessionResult:
-    """Stream ``pcm`` (s16le 16 kHz) at real-time pace; collect frame arrival times (skips keep indices)."""
+    """Stream ``pcm`` (s16le 16 kHz) at real-time pace; collect frame arrival times by the index in each
+    frame's header (frame_header=1)."""
     import websockets
+
+    from musetalk.realtime.outputs.ws import parse_frame
 
     chunk = 16 * chunk_ms * 2
     arrivals: dict[int, float] = {}
     sends: list[float] = []
-    async with websockets.connect(url, max_size=None) as ws:
+    async with websockets.connect(with_query(url, "frame_header=1"), max_size=None) as ws:
         async def receive() -> tuple[int, int]:
-            index = 0
             async for message in ws:
                 if isinstance(message, bytes):
-                    arrivals[index] = time.perf_counter()
-                    index += 1
+                    arrivals[parse_frame(message)[0]] = time.perf_counter()
                     continue
                 msg = json.loads(message)
-                if msg["type"] == "skip":
-                    index += 1
-                elif msg["type"] == "done":
+                if msg["type"] == "done":
                     return msg["frames"], msg["skipped"]
-                else:
+                if msg["type"] != "skip":
                     raise RuntimeError(msg)
             raise RuntimeError("connection closed early")
 
@@ -100,6 +99,11 @@ async def run_session(url: str, pcm: bytes, chunk_ms: int, fps: float, lookahead
     span = got[-1] - got[0] if len(got) > 1 else float("nan")
     own_time = start + (index + 1) / fps
     return SessionResult(got - ready[index], got - own_time, (len(got) - 1) / span, frames, len(ready), skipped)
+
+
+def with_query(url: str, param: str) -> str:
+    """``url`` with one more query parameter."""
+    return url + ("&" if "?" in url else "?") + param
 
 
 async def run_round(url: str, pcm: bytes, sessions: int, chunk_ms: int, fps: float, lookahead: float):
@@ -135,7 +139,7 @@ async def session_cost(url: str, port: int, pcm: bytes | None, seconds: float) -
     before = scrape(port)
     start = time.perf_counter()
     if pcm is None:
-        async with websockets.connect(url + ("&" if "?" in url else "?") + "live=1", max_size=None) as ws:
+        async with websockets.connect(with_query(url, "live=1"), max_size=None) as ws:
             async def drain() -> None:
                 async for _ in ws:
                     pass

@@ -1,6 +1,9 @@
 """The WebSocket transport of ``/ws/{avatar}`` (registered on the app by :func:`register`): the control
 protocol of :mod:`.control` (query parameters, client messages, events) framed as WebSocket messages.
 
+Query: the session parameters of :mod:`.control`, and ``frame_header=1``: each JPEG message starts with the
+frame header below.
+
 Client -> server: binary messages are PCM chunks, text messages the JSON control messages.
 
 Server -> client: one binary JPEG per frame in index order; ``{"type": "skip", "index": i, "skipped":
@@ -16,12 +19,20 @@ it in real time; a chunk beyond is refused (1008); a ``say`` is fed as its clock
 Every refusal is ``{"type": "error", "message": "<one line>"}`` then a close with the same reason and
 code 1013 (server full), 1008 (protocol misuse, unknown avatar, bad parameter, text too long) or 1011
 (the engine or the speech synthesis failed this session).
+
+Frame header (``frame_header=1``): 16 bytes before the JPEG, little-endian: the magic ``b"MTF1"`` (its last
+byte the header's version), u32 frame index, f64 media time in seconds (frame i's time on the session's
+media clock, ``i / fps`` from frame 0, the clock the ``audio`` messages' frames are on), then the JPEG
+bytes (:func:`frame_header`, :func:`parse_frame`). A client reads a frame's index and time from the message
+itself instead of counting messages. It is opt-in so that clients written before it (which hand every
+binary message to a JPEG decoder) keep working unchanged; a later layout gets a new magic.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import struct
 
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 
@@ -30,7 +41,7 @@ from ..engine.admission import ServerFull
 from ..engine.engine import Engine
 from ..engine.outbox import Event, Frame, Skip
 from ..engine.session import Session, SessionError
-from .control import Control, ProtocolError, Voice, session_params
+from .control import Control, ProtocolError, Voice, _flag, session_params
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +49,8 @@ POLICY_VIOLATION = 1008
 INTERNAL_ERROR = 1011
 TRY_AGAIN_LATER = 1013
 _REASON_BYTES = 123  # the WebSocket limit of a close reason
+FRAME_MAGIC = b"MTF1"
+_HEADER = struct.Struct("<4sId")
 
 
 def register(app: FastAPI, store, engine: Engine, voice: Voice) -> None:
@@ -48,6 +61,7 @@ def register(app: FastAPI, store, engine: Engine, voice: Voice) -> None:
         await ws.accept()
         try:
             params = session_params(ws.query_params)
+            header = _flag(ws.query_params, "frame_header")
             avatar = await asyncio.to_thread(store.load, name)
             session = engine.open(avatar, loop=asyncio.get_running_loop(), lookahead_s=params.lookahead_s,
                                   live=params.live)
@@ -58,16 +72,17 @@ def register(app: FastAPI, store, engine: Engine, voice: Voice) -> None:
             await refuse(ws, str(exc), POLICY_VIOLATION)
             return
         try:
-            await _serve_session(ws, Control(session, params.bargein, voice))
+            await _serve_session(ws, Control(session, params.bargein, voice), header)
         finally:
             session.close()
 
 
-async def _serve_session(ws: WebSocket, conn: Control) -> None:
-    """Run the receiver and the sender until the last frame went out, the client left, or it erred."""
+async def _serve_session(ws: WebSocket, conn: Control, header: bool) -> None:
+    """Run the receiver and the sender until the last frame went out, the client left, or it erred;
+    ``header``: each JPEG goes with its frame header."""
     session = conn.session
     receiver = asyncio.create_task(_receive(ws, conn))
-    sender = asyncio.create_task(_send_frames(ws, session))
+    sender = asyncio.create_task(_send_frames(ws, session, header))
     refusal: tuple[str, int] | None = None
     try:
         done, _ = await asyncio.wait({receiver, sender}, return_when=asyncio.FIRST_COMPLETED)
@@ -107,20 +122,38 @@ async def _receive(ws: WebSocket, conn: Control) -> None:
             conn.receive_text(message["text"])
 
 
-async def _send_frames(ws: WebSocket, session: Session) -> None:
-    """Frames as binary JPEG messages, skips and events as text, in index order; then (not live) ``done``."""
+async def _send_frames(ws: WebSocket, session: Session, header: bool) -> None:
+    """Frames as binary JPEG messages (``header``: each after its frame header), skips and events as text,
+    in index order; then (not live) ``done``."""
+    fps = session.avatar.fps
     while (item := await session.next_item()) is not None:
-        await send_item(ws, item)
+        await send_item(ws, item, fps if header else None)
     if not session.live:
         await ws.send_text(json.dumps({"type": "done", "frames": session.sent + session.skipped,
                                        "skipped": session.skipped}))
 
 
-async def send_item(ws: WebSocket, item: Frame | Skip | Event) -> None:
+async def send_item(ws: WebSocket, item: Frame | Skip | Event, header_fps: float | None = None) -> None:
+    """One outbox item: a frame as its JPEG (after its frame header at ``header_fps`` frames a second, when
+    given), anything else as a JSON text message."""
     if isinstance(item, Frame):
-        await ws.send_bytes(item.jpeg)
+        prefix = b"" if header_fps is None else frame_header(item.index, item.index / header_fps)
+        await ws.send_bytes(prefix + item.jpeg)
     else:
         await ws.send_text(json.dumps(item.message()))
+
+
+def frame_header(index: int, media_s: float) -> bytes:
+    """The 16-byte frame header of frame ``index`` at ``media_s`` seconds of media time (module docstring)."""
+    return _HEADER.pack(FRAME_MAGIC, index, media_s)
+
+
+def parse_frame(data: bytes) -> tuple[int, float, bytes]:
+    """(index, media seconds, JPEG bytes) of a binary frame message sent with ``frame_header=1``."""
+    if len(data) < _HEADER.size or data[:4] != FRAME_MAGIC:
+        raise ValueError(f"not a frame message: it starts {data[:4]!r}, not the header magic {FRAME_MAGIC!r}")
+    _, index, media_s = _HEADER.unpack_from(data)
+    return index, media_s, data[_HEADER.size :]
 
 
 async def refuse(ws: WebSocket, message: str, code: int) -> None:
