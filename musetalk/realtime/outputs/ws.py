@@ -65,6 +65,12 @@ async def _serve_session(ws: WebSocket, conn: Control) -> None:
     session = conn.session
     receiver = asyncio.create_task(_receive(ws, conn))
     sender = asyncio.create_task(_send_frames(ws, session))
+
+    def stop() -> None:  # before a refusal too: no frame slips in between the error and the close
+        receiver.cancel()
+        sender.cancel()
+        conn.stop_saying()
+
     try:
         done, _ = await asyncio.wait({receiver, sender}, return_when=asyncio.FIRST_COMPLETED)
         if sender in done:
@@ -73,15 +79,15 @@ async def _serve_session(ws: WebSocket, conn: Control) -> None:
         else:
             receiver.result()  # the receiver only ends by raising: the client left or broke the protocol
     except ProtocolError as exc:
+        stop()
         await refuse(ws, str(exc), POLICY_VIOLATION)
     except SessionError as exc:
+        stop()
         await refuse(ws, str(exc), INTERNAL_ERROR)
     except (WebSocketDisconnect, RuntimeError) as exc:
         log.info("session %d: client gone (%s)", session.id, exc.__class__.__name__)
     finally:
-        receiver.cancel()
-        sender.cancel()
-        conn.stop_saying()
+        stop()
 
 
 async def _receive(ws: WebSocket, conn: Control) -> None:
