@@ -378,8 +378,9 @@ def main() -> None:
     parser.add_argument("--feature-diff", action="store_true", help="only measure streamed vs offline prompts")
     parser.add_argument("--transports", action="store_true",
                         help="only the transports at 720p: WebSocket JPEG vs WebRTC H.264 / VP8 (bench/transport.py)")
-    parser.add_argument("--video-kbps-list", default="500,750,1000,1500", help="WebRTC bit rates for --transports")
-    parser.add_argument("--video-kbps", type=int, default=1000, help="the server's --video-kbps in --transports")
+    parser.add_argument("--video-kbps-list", default="1000,1500,2000", help="WebRTC bit rates for --transports")
+    parser.add_argument("--video-kbps", type=int, default=1500, help="the server's --video-kbps in --transports")
+    parser.add_argument("--transport-seconds", type=float, default=10.0, help="seconds at rest and speaking per encoder")
     parser.add_argument("--lookaheads", default="0,0.1,0.2,0.4,0.8", help="look-aheads for --feature-diff")
     parser.add_argument("--diff-seconds", type=float, default=None,
                         help="--feature-diff on the first seconds of --audio only (default: all of it)")

@@ -1,18 +1,19 @@
 """Transports at 720p: what a viewer costs in bits and CPU, and what the encoder leaves of the mouth.
 
 For WebSocket JPEG (quality 85) and WebRTC H.264 / VP8 (aiortc's encoders, exactly as configured when
-sending, at each bit rate of ``--video-kbps-list``): bits per second of 10 s at rest (the avatar's source
-frame, repeated) and 10 s speaking (the same frame with a mouth that opens with sun.wav's loudness,
+sending, at each bit rate of ``--video-kbps-list``): bits per second of ``--transport-seconds`` at rest
+(the avatar's source frame, repeated) and as long speaking (the same frame with a mouth that opens with sun.wav's loudness,
 pasted in as the server composites), CPU ms per delivered frame (composite + colour conversion + encode,
-thread CPU time), sessions per core this implies, and the PSNR of the mouth region (landmarks 48-67 plus
-8 px) of the decoded frame against the composited one, at rest and speaking. Then the server's CPU seconds
+the process's CPU time: libx264 and libvpx encode on threads of their own), sessions per core this
+implies, and the PSNR of the mouth region (landmarks 48-67 plus 8 px) of the decoded frame against the
+composited one, at rest and speaking. Then the server's CPU seconds
 per second of one WebRTC session at rest against one speaking (a real ``musetalk serve`` and an aiortc
 receiver). Called by ``bench/realtime.py --transports``.
 """
 from __future__ import annotations
 
 import asyncio
-import fractions
+import contextlib
 import json
 import logging
 import subprocess
@@ -26,7 +27,6 @@ import numpy as np
 log = logging.getLogger("bench.transport")
 
 FPS = 25
-SECONDS = 10.0
 
 
 def avatar_720p(args, work: Path):
@@ -92,7 +92,7 @@ class Measured:
 
     @property
     def kbps(self) -> float:
-        return self.bytes * 8 / (self.frames / FPS) / 1000
+        return self.bytes * 8 / (self.frames / FPS) / 1000  # the first (key) frame included
 
     @property
     def cpu_ms(self) -> float:
@@ -113,10 +113,10 @@ def run_codec(codec: str, kbps: int, pictures, box) -> Measured:
     x1, y1, x2, y2 = box
     if codec == "jpeg":
         for picture in pictures:
-            start = time.thread_time()
+            start = time.process_time()
             image = picture()
             data = encode_jpeg(image, 85)
-            out.cpu_s += time.thread_time() - start
+            out.cpu_s += time.process_time() - start
             out.bytes += len(data)
             out.frames += 1
             out.psnr.append(psnr(decode_jpeg(data)[y1:y2, x1:x2], image[y1:y2, x1:x2]))
@@ -130,7 +130,7 @@ def run_codec(codec: str, kbps: int, pictures, box) -> Measured:
         encoder._packetize = lambda data, picture_id: bitstream.append(data) or []
     decoder = av.CodecContext.create("h264" if codec == "h264" else "vp8", "r")
     for index, picture in enumerate(pictures):
-        start = time.thread_time()
+        start = time.process_time()
         image = picture()
         frame = video_frame(image, index, clock)
         if codec == "h264":  # the bitstream aiortc packetizes (its NAL units), before RTP framing
@@ -138,7 +138,7 @@ def run_codec(codec: str, kbps: int, pictures, box) -> Measured:
         else:
             encoder.encode(frame, index == 0)
             data = bitstream.pop()
-        out.cpu_s += time.thread_time() - start
+        out.cpu_s += time.process_time() - start
         out.bytes += len(data)
         out.frames += 1
         if data:
@@ -153,8 +153,9 @@ def bench_transports(args, work: Path) -> None:
     from musetalk.realtime.engine.render import composite
 
     models, store, avatar = avatar_720p(args, work)
-    frames = int(SECONDS * FPS)
-    speech = load_audio(args.audio)[: int(SECONDS * 16000)]
+    seconds = args.transport_seconds
+    frames = int(seconds * FPS)
+    speech = load_audio(args.audio)[: int(seconds * 16000)]
     envelope = speech_envelope(speech, FPS, frames)
     loudness = np.clip(envelope / np.percentile(envelope, 95), 0, 1)
     faces = speaking_faces(avatar, loudness)
@@ -162,9 +163,9 @@ def bench_transports(args, work: Path) -> None:
     runs = {"rest": [lambda: rest.copy() for _ in range(frames)],
             "speaking": [lambda f=f: composite(avatar, 0, f) for f in faces]}
     box = mouth_box(avatar)
-    print(f"\n720p transports ({rest.shape[1]}x{rest.shape[0]}, {FPS} fps, {SECONDS:g} s each; mouth box {box}):")
+    print(f"\n720p transports ({rest.shape[1]}x{rest.shape[0]}, {FPS} fps, {seconds:g} s each; mouth box {box}):")
     print(f"{'transport':<22}{'kbit/s rest':>12}{'kbit/s speak':>13}{'CPU ms/frame':>13}{'sessions/core':>14}"
-          f"{'mouth dB rest':>14}{'mouth dB speak':>15}")
+          f"{'mouth dB rest':>14}{'speak median':>13}{'speak p5':>9}")
     rows = [("WebSocket JPEG q85", "jpeg", 0)] + [(f"WebRTC {c.upper()} {k} kbit/s", c, k)
                                                  for c in ("h264", "vp8") for k in args.video_kbps_list]
     for name, codec, kbps in rows:
@@ -172,9 +173,10 @@ def bench_transports(args, work: Path) -> None:
         per_frame = speaking.cpu_ms
         print(f"{name:<22}{at_rest.kbps:>12.0f}{speaking.kbps:>13.0f}{per_frame:>13.2f}"
               f"{1000 / (per_frame * FPS):>14.1f}{np.median(at_rest.psnr[5:]):>14.1f}"
-              f"{np.percentile(speaking.psnr[5:], 5):>15.1f}")
+              f"{np.median(speaking.psnr[5:]):>13.1f}{np.percentile(speaking.psnr[5:], 5):>9.1f}")
     print("(CPU ms/frame: speaking, composite + conversion + encode; sessions/core: 1 s / (25 x that); "
-          "mouth dB: median at rest, 5th percentile speaking, first 5 frames left out)")
+          "mouth dB: PSNR of the mouth box, median at rest, median and 5th percentile speaking, first 5 "
+          "frames left out; kbit/s: what the encoder produced, first key frame included)")
     session_cpu(args, models, store.root)
 
 
@@ -182,6 +184,7 @@ def session_cpu(args, models: Path, avatars: Path) -> None:
     """The server's CPU seconds per second with one WebRTC session at rest, then speaking (PCM fed in real
     time over the data channel)."""
     from aiortc import RTCPeerConnection, RTCSessionDescription
+    from aiortc.mediastreams import MediaStreamError
 
     port = args.port + 1
     cmd = [sys.executable, "-m", "musetalk.cli.main", "-q", "serve", "--models", str(models), "--avatars",
@@ -201,9 +204,10 @@ def session_cpu(args, models: Path, avatars: Path) -> None:
             @pc.on("track")
             def on_track(track):
                 async def drain():
-                    while True:
-                        await track.recv()
-                        received[track.kind] = received.get(track.kind, 0) + 1
+                    with contextlib.suppress(MediaStreamError):
+                        while True:
+                            await track.recv()
+                            received[track.kind] = received.get(track.kind, 0) + 1
                 asyncio.ensure_future(drain())
 
             await pc.setLocalDescription(await pc.createOffer())
@@ -213,7 +217,9 @@ def session_cpu(args, models: Path, avatars: Path) -> None:
             await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
             while received["video"] < 25:
                 await asyncio.sleep(0.1)
+            frames = received["video"]
             idle = await _cpu_per_second(server.pid, 8.0)
+            idle_fps, frames = (received["video"] - frames) / 8.0, received["video"]
             from musetalk.audio import load_audio
 
             pcm = (np.clip(load_audio(args.audio)[: 16000 * 9], -1, 1) * 32767).astype("<i2").tobytes()
@@ -227,15 +233,17 @@ def session_cpu(args, models: Path, avatars: Path) -> None:
             feeding = asyncio.ensure_future(speak())
             await asyncio.sleep(0.5)
             speaking = await _cpu_per_second(server.pid, 8.0)
+            speaking_fps = (received["video"] - frames) / 8.5
             await feeding
             codec = next((line.split()[1].split("/")[0] for line in answer.splitlines()
                           if line.startswith("a=rtpmap:") and "/90000" in line), "?")
             await pc.close()
-            return idle, speaking, codec
+            return idle, speaking, codec, idle_fps, speaking_fps
 
-        idle, speaking, codec = asyncio.run(measure())
-        print(f"\nserver CPU of one WebRTC session ({codec} {args.video_kbps} kbit/s, 720p): "
-              f"{idle:.2f} s/s at rest, {speaking:.2f} s/s speaking (model included)")
+        idle, speaking, codec, idle_fps, speaking_fps = asyncio.run(measure())
+        print(f"\nserver CPU of one WebRTC session ({codec} {args.video_kbps} kbit/s, 720p, budget "
+              f"{args.budget_ms:g} ms): {idle:.2f} s/s at rest ({idle_fps:.1f} fps received), {speaking:.2f} s/s "
+              f"speaking ({speaking_fps:.1f} fps received; the model included)")
     finally:
         server.terminate()
         server.wait()

@@ -59,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--replicas", type=int, default=1, help="with --ray: replicas, each one engine on one GPU")
     p.add_argument("--video-kbps", type=int, default=DEFAULT_VIDEO_KBPS,
                    help="WebRTC video bit rate in kbit/s, the encoder's start and ceiling; the receiver's bandwidth "
-                        "estimate lowers it (default %(default)d: 720p H.264 keeps the mouth above 35 dB, see docs/webrtc.md)")
+                        "estimate lowers it (default %(default)d: 720p within 1.5 Mbit/s, the mouth near 39 dB; see docs/webrtc.md)")
     p.add_argument("--ice-server", action="append", default=[], metavar="URL",
                    help="a STUN or TURN server for WebRTC (stun:host:port, turn:host:port, turns:...); repeatable; "
                         "also handed to the page. More as JSON in $MUSETALK_ICE_SERVERS")

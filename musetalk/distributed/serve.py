@@ -70,16 +70,16 @@ class AvatarReplica:
 
     def __init__(self, make_app: Callable[[], object]) -> None:
         self.make_app = make_app
-        self.app: ReplicaTagged | None = None
+        self.tagged: ReplicaTagged | None = None  # (not ``app``: Serve's ingress wrapper owns that name)
 
     def __serve_build_asgi_app__(self) -> ReplicaTagged:
         """Serve builds the ASGI app on the replica after the constructor."""
-        self.app = ReplicaTagged(self.make_app())
-        return self.app
+        self.tagged = ReplicaTagged(self.make_app())
+        return self.tagged
 
     def record_routing_stats(self) -> dict:
         """``{"free": a new speaking session fits, "load": 0..1 share in use}`` of this replica's engine."""
-        health = self.app.app.state.engine.health()
+        health = self.tagged.app.state.engine.health()
         return {"free": bool(health["free"]), "load": float(health["load"])}
 
 

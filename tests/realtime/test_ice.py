@@ -37,6 +37,6 @@ def test_bad_ice_servers_are_refused_in_one_line(urls, user, env, message):
 
 
 def test_video_bit_rate_bounds():
-    assert WebRTCSettings().video_kbps == 1000
+    assert WebRTCSettings().video_kbps == 1500
     with pytest.raises(MuseTalkError, match=r"^--video-kbps must be in \[50, 20000\] kbit/s, got 10$"):
         WebRTCSettings(video_kbps=10)

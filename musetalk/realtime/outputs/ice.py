@@ -14,9 +14,10 @@ from ...errors import MuseTalkError
 
 ENV_VAR = "MUSETALK_ICE_SERVERS"
 SCHEMES = ("stun:", "turn:", "turns:")
-# Chosen from bench/realtime.py's WebRTC section (docs/webrtc.md): 720p H.264 at this rate keeps the
-# mouth region above 35 dB PSNR while speaking; aiortc's receiver estimate lowers it, never above.
-DEFAULT_VIDEO_KBPS = 1000
+# Chosen from bench/realtime.py --transports (docs/webrtc.md): the ceiling keeps 720p within 1.5 Mbit/s
+# whatever the content (VP8 reaches it, aiortc's H.264 makes ~0.86 Mbit/s of a photo avatar) with the mouth
+# at 38.6-39.5 dB PSNR (median) while speaking; the receiver's estimate moves it lower, never above.
+DEFAULT_VIDEO_KBPS = 1500
 DEFAULT_CONNECT_TIMEOUT_S = 20.0
 
 
