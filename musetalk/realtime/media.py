@@ -51,13 +51,16 @@ async def paced_frames(session, budget_s: float, now: Callable[[], float] = time
                        sleep: Callable[[float], "asyncio.Future"] = asyncio.sleep
                        ) -> AsyncIterator[MediaFrame | Event]:
     """A live session (opened with ``images=True``) played out: frame ``i`` at ``clock.frame_wall(i) +
-    budget_s`` (absolute times: no drift), with its slot's speech; its control events in order before it.
+    budget_s`` (absolute times: no drift), with its slot's speech; the control events that precede a frame
+in the session's stream (``state``, ``utterance_done``, ...) at that frame's playout, just before it.
     Ends when the session ends; raises :class:`~.engine.session.SessionError` if it fails. ``now`` and
     ``sleep`` are the clock and the wait (tests pass simulated ones)."""
     clock: MediaClock = session.clock
     avatar = session.avatar
     picture = np.asarray(avatar.frames[avatar.source_index(0)])
     waiting: dict[int, Frame | Skip] = {}
+    events: dict[int, list[Event]] = {}  # control events, held for the playout of the frame they precede
+    held: list[Event] = []  # events read since the last frame
     index = 0
     reader: asyncio.Task | None = None
     try:
@@ -70,13 +73,23 @@ async def paced_frames(session, budget_s: float, now: Callable[[], float] = time
                     break  # not there by its playout point: the picture repeats
                 item, reader = reader.result(), None
                 if item is None:
+                    for event in held:
+                        yield event
                     return
                 if isinstance(item, Event):
-                    yield item
+                    held.append(item)
                 elif item.index >= index:
-                    waiting[item.index] = item  # (an index already played out came too late: dropped)
+                    waiting[item.index] = item
+                    events.setdefault(item.index, []).extend(held)
+                    held = []
+                else:  # an index already played out came too late: its picture is dropped, its events go now
+                    for event in held:
+                        yield event
+                    held = []
             if (wait := playout - now()) > 0:
                 await sleep(wait)
+            for event in events.pop(index, ()):
+                yield event
             item = waiting.pop(index, None)
             fresh = isinstance(item, Frame) and item.image is not None
             if fresh:

@@ -49,7 +49,7 @@ def _play(engine, avatar, script, seconds: float) -> tuple[list[MediaFrame], lis
                 if item.playout_at >= session.clock.frame_wall(0) + BUDGET_S + seconds:
                     session.finish()
             else:
-                events.append(item.payload)
+                events.append((len(frames), item.payload))  # (the index of the frame it precedes, event)
         await feeder
         clock = session.clock
         session.close()
@@ -83,7 +83,8 @@ def test_picture_and_sound_leave_together_at_the_playout_point(tiny_musetalk, st
     assert len(drawn) >= 20, f"speech frames drawn: {drawn}"  # fake models are instant: nearly all drawn
     rest = np.asarray(avatar.frames[avatar.source_index(0)])
     assert np.array_equal(frames[0].image, rest)
-    assert {"type": "state", "state": "speaking"} in events and {"type": "utterance_done", "frames": 25} in events
+    assert (start, {"type": "state", "state": "speaking"}) in events  # at the playout of its frame, not before
+    assert (start + 25, {"type": "utterance_done", "frames": 25}) in events
 
 
 def test_a_frame_that_misses_the_budget_repeats_the_picture_while_its_sound_plays_on_time(tiny_musetalk, store, speech):
