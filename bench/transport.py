@@ -73,7 +73,7 @@ def mouth_box(avatar) -> tuple[int, int, int, int]:
     points = avatar.records[0].landmarks[48:68]
     x1, y1 = (points.min(axis=0) - 8).astype(int)
     x2, y2 = (points.max(axis=0) + 8).astype(int)
-    return max(0, x1), max(0, y1), x2, y2
+    return max(0, int(x1)), max(0, int(y1)), int(x2), int(y2)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

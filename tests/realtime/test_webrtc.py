@@ -130,14 +130,15 @@ class Viewer:
         self.messages.append(json.loads(message))
         self.message_event.set()
 
-    async def offer(self, query: str = "", avatar: str = "photo", headers: dict | None = None) -> httpx.Response:
-        """Post the offer; on 201 set the answer and start receiving."""
+    async def offer(self, query: str = "", avatar: str = "photo", microphone=None) -> httpx.Response:
+        """Post the offer (sending ``microphone``, an audio track, when given); on 201 set the answer and
+        start receiving."""
         video = self.pc.addTransceiver("video", direction="recvonly")
-        audio = self.pc.addTransceiver("audio", direction="recvonly")
+        audio = self.pc.addTransceiver(microphone or "audio", direction="sendrecv" if microphone else "recvonly")
         await self.pc.setLocalDescription(await self.pc.createOffer())
         async with httpx.AsyncClient() as http:
             reply = await http.post(f"{self.url}/whep/{avatar}{query}", content=self.pc.localDescription.sdp,
-                                    headers={"Content-Type": "application/sdp", **(headers or {})}, timeout=30)
+                                    headers={"Content-Type": "application/sdp"}, timeout=30)
         if reply.status_code != 201:
             return reply
         self.location, self.answer = reply.headers["location"], reply.text
@@ -499,3 +500,53 @@ def test_token_origin_and_ice_servers(store, engine, speech):
             assert reply.status_code == 201, reply.text
             assert client.delete(reply.headers["location"] + ("?token=secret")).status_code == 200
     assert engine.sessions == 0
+
+
+class Microphone(aiortc.MediaStreamTrack):
+    """1.5 s of speech as 20 ms frames of s16 mono 48 kHz at real-time pace, then the end of the track."""
+
+    kind = "audio"
+
+    def __init__(self, speech: np.ndarray) -> None:
+        super().__init__()
+        import soxr
+
+        self.samples = (soxr.resample(speech[16000:16000 + 24000], 16000, 48000) * 32767).astype(np.int16)
+        self.sent = 0
+        self.start: float | None = None
+
+    async def recv(self):
+        import av
+        from fractions import Fraction
+
+        if self.sent >= len(self.samples):
+            self.stop()
+            raise MediaStreamError
+        self.start = self.start or time.perf_counter()
+        await asyncio.sleep(max(0.0, self.start + self.sent / 48000 - time.perf_counter()))
+        chunk = self.samples[self.sent:self.sent + 960]
+        frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = 48000, self.sent, Fraction(1, 48000)
+        self.sent += len(chunk)
+        return frame
+
+
+def test_the_microphone_track_is_fed_as_speech(url, speech):
+    async def scenario():
+        viewer = Viewer(url)
+        microphone = Microphone(speech)
+        assert (await viewer.offer("?lookahead=0.1", microphone=microphone)).status_code == 201
+        try:
+            await viewer.connected()
+            await viewer.message("state")
+            await _until(lambda: microphone.readyState == "ended", 30)
+            await asyncio.sleep(0.3)  # the last packets on their way
+            viewer.send({"type": "end"})
+            done = await viewer.message("utterance_done")
+            await viewer.delete()
+            return done
+        finally:
+            await viewer.close()
+
+    done = run(scenario())
+    assert 34 <= done["frames"] <= 40, done  # 1.5 s: 37 frames, give or take the codec's edges
