@@ -13,6 +13,7 @@ session receives >= 95 % of the fps and the p95 latency is under ``--max-p95``.
     .venv/bin/python bench/realtime.py --size full --device cuda --fp16 --sessions 1,4,8,12,16
     .venv/bin/python bench/realtime.py --feature-diff          # streamed vs offline prompts on sun.wav
     .venv/bin/python bench/realtime.py --transports            # 720p: WebSocket JPEG vs WebRTC H.264 / VP8
+    .venv/bin/python bench/realtime.py --glass                 # glass latency in Chromium over WebRTC
 """
 from __future__ import annotations
 
@@ -376,6 +377,8 @@ def main() -> None:
     parser.add_argument("--say", default="Hello there, how are you today?", help="text of the text-to-frame test")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--feature-diff", action="store_true", help="only measure streamed vs offline prompts")
+    parser.add_argument("--glass", action="store_true",
+                        help="only the glass latency in Chromium over WebRTC: a frame's send to its display (bench/glass.py)")
     parser.add_argument("--transports", action="store_true",
                         help="only the transports at 720p: WebSocket JPEG vs WebRTC H.264 / VP8 (bench/transport.py)")
     parser.add_argument("--video-kbps-list", default="1000,1500,2000", help="WebRTC bit rates for --transports")
@@ -394,6 +397,11 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.feature_diff:
         feature_diff(args)
+    elif args.glass:
+        from glass import bench_glass
+
+        with tempfile.TemporaryDirectory() as tmp:
+            bench_glass(args, Path(tmp))
     elif args.transports:
         from transport import bench_transports
 

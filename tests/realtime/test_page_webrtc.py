@@ -97,6 +97,23 @@ def test_relay_through_a_turn_server(browser, serve, engine, tmp_path):
         browser.goto("about:blank")  # the session ends before the TURN server does
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(480)
+def test_microphone_is_an_outgoing_track(browser, serve, engine):
+    """The microphone (a fake device playing sun.wav) goes out as the offer's audio track: the server
+    speaks it; "Done speaking" ends the utterance (utterance_done after at least the 2 s of frames drawn
+    while it streamed); the session goes on at rest."""
+    open_page(browser, serve(engine) + "/", transport="webrtc")
+    wait_stats(browser, CONNECTED, 90)
+    browser.evaluate("document.getElementById('mic-start').click()")
+    speaking = wait_stats(browser, "s.state === 'speaking'", 120)
+    wait_stats(browser, f"s.drawn >= {speaking['drawn'] + 50}", 120)
+    browser.evaluate("document.getElementById('mic-stop').click()")
+    done = wait_stats(browser, "s.utterances >= 1", 120)
+    assert done["utteranceFrames"] >= 50 and done["refusal"] is None, done
+    wait_stats(browser, "s.state === 'rest' && s.rtc.connection === 'connected'", 60)
+
+
 @pytest.mark.timeout(120)
 def test_page_falls_back_to_the_websocket(browser, serve, engine):
     """A server without WebRTC: the page says why and carries on over the WebSocket."""
