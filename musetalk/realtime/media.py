@@ -13,6 +13,7 @@ from the sample count, both on the session's one clock: nothing drifts however l
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from dataclasses import dataclass
 from fractions import Fraction
@@ -52,8 +53,8 @@ async def paced_frames(session, budget_s: float, now: Callable[[], float] = time
                        ) -> AsyncIterator[MediaFrame | Event]:
     """A live session (opened with ``images=True``) played out: frame ``i`` at ``clock.frame_wall(i) +
     budget_s`` (absolute times: no drift), with its slot's speech; the control events that precede a frame
-in the session's stream (``state``, ``utterance_done``, ...) at that frame's playout, just before it.
-    Ends when the session ends; raises :class:`~.engine.session.SessionError` if it fails. ``now`` and
+    in the session's stream (``state``, ``utterance_done``, ...) at that frame's playout, just before it.
+    It reads ahead until each playout point (the session's outbox stays short whatever the budget). Ends when the session ends; raises :class:`~.engine.session.SessionError` if it fails. ``now`` and
     ``sleep`` are the clock and the wait (tests pass simulated ones)."""
     clock: MediaClock = session.clock
     avatar = session.avatar
@@ -62,30 +63,43 @@ in the session's stream (``state``, ``utterance_done``, ...) at that frame's pla
     events: dict[int, list[Event]] = {}  # control events, held for the playout of the frame they precede
     held: list[Event] = []  # events read since the last frame
     index = 0
+
+    def place(items: list) -> tuple[list[Event], bool]:
+        """Buffer what was read; returns (the events due now, whether the session ended)."""
+        nonlocal held
+        now_due: list[Event] = []
+        for item in items:
+            if item is None:
+                return now_due + held, True
+            if isinstance(item, Event):
+                held.append(item)
+            elif item.index >= index:
+                waiting[item.index] = item
+                events.setdefault(item.index, []).extend(held)
+                held = []
+            else:  # played out already: its picture came too late and is dropped, its events go now
+                now_due += held
+                held = []
+        return now_due, False
+
     reader: asyncio.Task | None = None
+    ended = False  # the session's last item was read (what is buffered still plays out)
+    ahead = math.ceil((budget_s + 2.0) * clock.fps)  # frames buffered at most (a live session has ~budget x fps)
     try:
         while True:
             playout = clock.frame_wall(index) + budget_s
-            while index not in waiting:
+            # read until the playout point (the session's outbox stays short however long the budget)
+            while not ended and len(waiting) <= ahead and (remaining := playout - now()) > 0:
                 reader = reader or asyncio.ensure_future(session.next_item())
-                done, _ = await asyncio.wait({reader}, timeout=max(0.0, playout - now()))
+                done, _ = await asyncio.wait({reader}, timeout=remaining)
                 if not done:
-                    break  # not there by its playout point: the picture repeats
+                    break
                 item, reader = reader.result(), None
-                if item is None:
-                    for event in held:
-                        yield event
-                    return
-                if isinstance(item, Event):
-                    held.append(item)
-                elif item.index >= index:
-                    waiting[item.index] = item
-                    events.setdefault(item.index, []).extend(held)
-                    held = []
-                else:  # an index already played out came too late: its picture is dropped, its events go now
-                    for event in held:
-                        yield event
-                    held = []
+                due, ended = place([item] + ([] if item is None else session.ready_items()))
+                for event in due:
+                    yield event
+            if ended and not waiting:
+                return
             if (wait := playout - now()) > 0:
                 await sleep(wait)
             for event in events.pop(index, ()):

@@ -36,17 +36,18 @@ def test_frame_samples_follow_the_true_frame_rate():
     assert clock.frame_at(10.0 + 1.001) == 30
 
 
-def _play(engine, avatar, script, seconds: float) -> tuple[list[MediaFrame], list, MediaClock, list[int]]:
+def _play(engine, avatar, script, seconds: float, budget_s: float = BUDGET_S
+          ) -> tuple[list[MediaFrame], list, MediaClock, list[int]]:
     """Open a live image session, run ``script(session)`` in a thread, collect ``seconds`` of playout."""
     async def run():
         session = engine.open(avatar, loop=asyncio.get_running_loop(), live=True, images=True)
         starts: list[int] = []
         feeder = asyncio.create_task(asyncio.to_thread(script, session, starts))
         frames, events = [], []
-        async for item in paced_frames(session, BUDGET_S):
+        async for item in paced_frames(session, budget_s):
             if isinstance(item, MediaFrame):
                 frames.append(item)
-                if item.playout_at >= session.clock.frame_wall(0) + BUDGET_S + seconds:
+                if item.playout_at >= session.clock.frame_wall(0) + budget_s + seconds:
                     session.finish()
             else:
                 events.append((len(frames), item.payload))  # (the index of the frame it precedes, event)
@@ -100,6 +101,18 @@ def test_a_frame_that_misses_the_budget_repeats_the_picture_while_its_sound_play
     sound = np.concatenate([f.audio for f in frames])
     first = frame_sample(start, avatar.fps, 16000)
     assert np.array_equal(sound[first: first + len(said)], said)
+
+
+def test_a_budget_longer_than_the_outbox_loses_no_frame(tiny_musetalk, store, speech):
+    """A 0.8 s budget holds 20 frames before their playout, the session's outbox only 8: the playout loop
+    buffers them itself (else the outbox turns the rest into skips)."""
+    avatar = store.load("video")
+    with Engine(tiny_musetalk, batch_size=8, lookahead_s=0.1, latency_budget_s=0.8, capacity=2,
+                outbox_frames=8) as engine:
+        white_faces(engine)
+        frames, _, _, (start,) = _play(engine, avatar, _speak_after(0.3, speech[:16000]), seconds=2.5, budget_s=0.8)
+    assert [f.index for f in frames if f.speech] == list(range(start, start + 25))
+    assert [f.index for f in frames if f.repeated] == []
 
 
 def test_video_and_audio_pts_count_frames_and_samples_of_one_clock():

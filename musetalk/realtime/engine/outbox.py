@@ -132,6 +132,14 @@ class Outbox:
                     return self._pop()
             await self._ready.wait()
 
+    def pop_ready(self) -> list:
+        """Every item waiting now, in order (without blocking; the one reader's alternative to :meth:`get`)."""
+        with self._cond:
+            items = list(self._items)
+            self._items.clear()
+            self._frames = 0
+            return items
+
     def _pop(self):
         item = self._items.popleft()
         self._frames -= isinstance(item, Frame)

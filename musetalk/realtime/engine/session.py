@@ -336,6 +336,17 @@ class Session:
             raise item
         return None if item is END else item
 
+    def ready_items(self) -> list:
+        """Every :class:`Frame`, :class:`Skip` and :class:`~.outbox.Event` waiting now, in order, with None
+        after the last (without blocking: a reader that buffers ahead of its own playout); raises
+        :class:`SessionError` on failure."""
+        items = []
+        for item in self._outbox.pop_ready():
+            if isinstance(item, Exception):
+                raise item
+            items.append(None if item is END else item)
+        return items
+
     def _check_open(self) -> None:
         if self.closed:
             raise SessionError(f"session {self.id} is closed")
