@@ -7,6 +7,7 @@ import sys
 
 from ..models.layout import ENV_VAR as MODELS_ENV
 from ..models.layout import VERSIONS
+from ..realtime.backend import default_device
 
 log = logging.getLogger(__name__)
 AVATARS_HELP = "avatars folder (default: $MUSETALK_AVATARS or ./avatars)"
@@ -41,12 +42,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     rm.add_argument("name")
     rm.add_argument("--avatars", help=AVATARS_HELP)
     rm.set_defaults(func=run_remove)
-
-
-def default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def run_prepare(args: argparse.Namespace) -> int:
