@@ -73,19 +73,20 @@ def make_sink(seen: Seen):
 
 
 async def run_pipeline(services, script, seen_list, timeout: float = 150.0, metrics: bool = False) -> None:
-    """Run one pipeline [error tap, service, sink] per service concurrently in this loop; ``script(tasks)``
-    (a coroutine) drives them and ends them with EndFrames."""
+    """Run one pipeline [error tap, service, sink] per service, all on one runner in this loop, while
+    ``script(tasks)`` (a coroutine) drives them; it ends them with EndFrames."""
     from pipecat.pipeline.pipeline import Pipeline
-    from pipecat.pipeline.runner import PipelineRunner
     from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+    from pipecat.workers.runner import WorkerRunner
 
     tasks = []
     for service, seen in zip(services, seen_list):
         sink, tap = make_sink(seen)
         tasks.append(PipelineWorker(Pipeline([tap, service, sink]), params=PipelineParams(enable_metrics=metrics),
                                     idle_timeout_secs=None, enable_rtvi=False))
-    runners = [PipelineRunner(handle_sigint=False) for _ in tasks]
-    await asyncio.wait_for(asyncio.gather(*(r.run(t) for r, t in zip(runners, tasks)), script(tasks)), timeout)
+    runner = WorkerRunner(handle_sigint=False)
+    await runner.add_workers(*tasks)
+    await asyncio.wait_for(asyncio.gather(runner.run(), script(tasks)), timeout)
 
 
 def tts_frames(samples_s16: np.ndarray, rate: int, seed: int = 0, largest: int = 4000) -> list:
