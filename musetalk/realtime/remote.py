@@ -58,13 +58,19 @@ def _http_get(url: str, token: str | None) -> object:
         with urllib.request.urlopen(request, timeout=CONNECT_TIMEOUT_S) as reply:
             return json.loads(reply.read())
     except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace")[:200]
-        hint = ": give the server's token" if exc.code == 401 else ""
-        raise RemoteError(f"musetalk server {url} answered {exc.code} {detail}{hint}") from None
+        raise RemoteError(f"the musetalk server refused {url} ({exc.code}): {_reason(exc.read())}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise RemoteError(f"cannot reach the musetalk server at {url}: {reason}; is `musetalk serve` running "
                           f"there?") from None
+
+
+def _reason(body: bytes) -> str:
+    """The ``message`` of a JSON refusal, else the body's first 200 characters."""
+    try:
+        return str(json.loads(body)["message"])
+    except (ValueError, KeyError, TypeError):
+        return body.decode(errors="replace")[:200]
 
 
 def find_avatar(server: str, name: str, token: str | None) -> RemoteAvatar:

@@ -40,6 +40,7 @@ class Seen:
 
     images: list = field(default_factory=list)
     audio: list = field(default_factory=list)
+    order: list = field(default_factory=list)  # "image" / "audio", in the order they came
     others: list = field(default_factory=list)
     errors: list = field(default_factory=list)  # ErrorFrame texts that went upstream past the source side
 
@@ -54,8 +55,10 @@ def make_sink(seen: Seen):
             now = time.perf_counter()
             if isinstance(frame, OutputImageRawFrame):
                 seen.images.append((now, frame))
+                seen.order.append("image")
             elif isinstance(frame, OutputAudioRawFrame):
                 seen.audio.append((now, frame))
+                seen.order.append("audio")
             else:
                 seen.others.append((now, frame))
             await self.push_frame(frame, direction)
