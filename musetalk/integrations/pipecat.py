@@ -1,4 +1,5 @@
-"""MuseTalk as the face of a Pipecat voice agent: :class:`MuseTalkVideoService` (``pip install "musetalk[pipecat]"``).
+"""MuseTalk as the face of a Pipecat voice agent: :class:`MuseTalkVideoService` (``pip install "musetalk[pipecat]"``),
+and :class:`MuseTalkTTSService`, the project's offline voice (:mod:`musetalk.speech`) as a Pipecat TTS service.
 
     face = MuseTalkVideoService(avatar="anna")                                   # in this process
     face = MuseTalkVideoService(server="http://gpu-box:8000", avatar="anna", token="...")   # on a server
@@ -12,7 +13,9 @@ slot of audio as a 16 kHz ``SpeechOutputAudioRawFrame`` (silence at rest): the s
 exactly as the pictures that speak it. ``InterruptionFrame`` (and ``UserStartedSpeakingFrame`` with
 ``interrupt_on_user_speech``) drops the rest of the utterance, audio included. Every other frame passes
 through unchanged, in order. ``EndFrame`` lets the current utterance finish, then releases the session;
-``CancelFrame`` releases it at once.
+``CancelFrame`` releases it at once. Give the output transport ``video_out_enabled=True`` with the avatar's
+size and fps and leave ``video_out_is_live`` False: the pictures reach it with the audio
+(``sync_with_audio``) and it shows each when the sound before it has played.
 
 In-process, every service of the process with the same options shares one engine (one model in memory,
 frames of all bots batched together). Remote, the session runs on a ``musetalk serve`` over its WebSocket
@@ -37,6 +40,7 @@ import soxr
 from pipecat.frames.frames import (
     CancelFrame,
     EndFrame,
+    ErrorFrame,
     Frame,
     InterruptionFrame,
     OutputImageRawFrame,
@@ -49,7 +53,8 @@ from pipecat.frames.frames import (
 )
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.ai_service import AIService
-from pipecat.services.settings import ServiceSettings
+from pipecat.services.settings import ServiceSettings, TTSSettings
+from pipecat.services.tts_service import TTSService
 
 from ..errors import MuseTalkError
 from ..realtime.backend import Backend, BackendOptions, load_backend
@@ -385,3 +390,34 @@ class MuseTalkVideoService(AIService):
     async def _report(self, message: str) -> None:
         """One non-fatal ErrorFrame (upstream, as Pipecat reports errors) with a one-line message."""
         await self.push_error(" ".join(message.split()))
+
+
+class MuseTalkTTSService(TTSService):
+    """Text to speech with :class:`musetalk.speech.Synthesizer` (Piper, offline; the bundled voice unless
+    ``voice`` names a Piper .onnx), sentence by sentence at 16 kHz (``sample_rate``: another output rate)."""
+
+    def __init__(self, *, voice: str | None = None, synthesizer=None, sample_rate: int = SAMPLE_RATE,
+                 **kwargs) -> None:
+        from ..speech import Synthesizer
+
+        super().__init__(push_start_frame=True, push_stop_frames=True, sample_rate=sample_rate,
+                         settings=TTSSettings(model=None, voice=voice, language=None), **kwargs)
+        self._synth = synthesizer or Synthesizer(voice)
+
+    def can_generate_metrics(self) -> bool:
+        return True
+
+    async def run_tts(self, text: str, context_id: str):
+        sentences = self._synth.sentences(text)
+
+        async def pcm():
+            while (samples := await asyncio.to_thread(next, sentences, None)) is not None:
+                yield pcm16(samples)
+
+        try:
+            async for frame in self._stream_audio_frames_from_iterator(pcm(), in_sample_rate=SAMPLE_RATE,
+                                                                        context_id=context_id):
+                await self.stop_ttfb_metrics()
+                yield frame
+        except MuseTalkError as exc:
+            yield ErrorFrame(error=" ".join(str(exc).split()))
