@@ -145,14 +145,42 @@ PAGE = """<!doctype html>
 <p><input id="text" size="60" value="Hello there, nice to meet you."> <button id="say">Say</button>
 <span id="status">connecting...</span></p>
 <script>
-const state = window.agent = {pcId: null, connected: false, videoFrames: 0, error: null};
+// window.agent: what the page saw, for people and tests. change: mean difference (0..255) of the shown
+// picture from the first one (the avatar at rest); level: loudness (RMS) of the sound playing.
+const state = window.agent = {pcId: null, connected: false, videoFrames: 0, change: 0, level: 0,
+                              changedWhileSounding: 0, error: null};
 const video = document.getElementById('face'), status = document.getElementById('status');
+const thumb = document.createElement('canvas'), paint = thumb.getContext('2d', {willReadFrequently: true});
+thumb.width = 64; thumb.height = 64;
+let rest = null, analyser = null;
+function look() {
+  paint.drawImage(video, 0, 0, thumb.width, thumb.height);
+  const pixels = paint.getImageData(0, 0, thumb.width, thumb.height).data;
+  if (!rest) rest = pixels.slice();
+  let sum = 0;
+  for (let i = 0; i < pixels.length; i += 4) sum += Math.abs(pixels[i] - rest[i]) + Math.abs(pixels[i + 1] - rest[i + 1]);
+  state.change = sum / (pixels.length / 2);
+  if (analyser) {
+    const wave = new Float32Array(analyser.fftSize);
+    analyser.getFloatTimeDomainData(wave);
+    state.level = Math.sqrt(wave.reduce((a, x) => a + x * x, 0) / wave.length);
+  }
+  if (state.level > 0.01 && state.change > 2) state.changedWhileSounding++;
+}
 async function connect() {
   const pc = new RTCPeerConnection();
   pc.addTransceiver('audio', {direction: 'recvonly'});
   pc.addTransceiver('video', {direction: 'recvonly'});
   const stream = new MediaStream();
-  pc.ontrack = (e) => { stream.addTrack(e.track); video.srcObject = stream; };
+  pc.ontrack = (e) => {
+    stream.addTrack(e.track);
+    video.srcObject = stream;
+    if (e.track.kind === 'audio') {
+      const ctx = new AudioContext();
+      analyser = ctx.createAnalyser();
+      ctx.createMediaStreamSource(new MediaStream([e.track])).connect(analyser);
+    }
+  };
   pc.onconnectionstatechange = () => {
     state.connected = pc.connectionState === 'connected';
     status.textContent = pc.connectionState;
@@ -167,7 +195,7 @@ async function connect() {
   const answer = await reply.json();
   state.pcId = answer.pc_id;
   await pc.setRemoteDescription(answer);
-  const count = () => { state.videoFrames++; video.requestVideoFrameCallback(count); };
+  const count = () => { state.videoFrames++; look(); video.requestVideoFrameCallback(count); };
   video.requestVideoFrameCallback(count);
 }
 document.getElementById('say').onclick = async () => {

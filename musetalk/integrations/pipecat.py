@@ -148,7 +148,7 @@ class _Resampler:
                                                                             quality="HQ")
 
     def push(self, pcm: bytes) -> np.ndarray:
-        samples = np.frombuffer(pcm, "<i2").astype(np.float32) / 32768.0
+        samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], "<i2").astype(np.float32) / 32768.0
         samples = samples[: samples.size // self.channels * self.channels].reshape(-1, self.channels).mean(axis=1)
         return samples if self._stream is None else self._stream.resample_chunk(samples)
 
@@ -209,6 +209,7 @@ class MuseTalkVideoService(AIService):
         self._playing = 0  # utterances fed whose frames are not all out
         self._idle = asyncio.Event()
         self._idle.set()
+        self._started = asyncio.Event()  # the StartFrame went downstream: frames may follow
 
     def can_generate_metrics(self) -> bool:
         return True
@@ -282,6 +283,8 @@ class MuseTalkVideoService(AIService):
             await self.push_frame(frame, direction)
         else:
             await self.push_frame(frame, direction)
+            if isinstance(frame, StartFrame):
+                self._started.set()
 
     async def _start_utterance(self) -> None:
         if self._utterance is not None:
@@ -355,6 +358,7 @@ class MuseTalkVideoService(AIService):
     async def _read(self, face) -> None:
         """Push the session's frames with their audio until it ends; a failure is reported once and the
         next utterance opens a new session (meanwhile the transport shows the last picture)."""
+        await self._started.wait()
         try:
             async for item in face.items():
                 if isinstance(item, MediaFrame):
@@ -371,6 +375,8 @@ class MuseTalkVideoService(AIService):
                 await self._nothing_playing()
                 await self._report(f"the avatar session ended: {exc}; a new one opens at the next utterance")
                 await face.close()
+                if isinstance(face, LocalFace):
+                    face.release()
 
     async def _push_media(self, frame: MediaFrame) -> None:
         if frame.speech and self._first_audio_at is not None:
