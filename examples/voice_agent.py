@@ -97,8 +97,9 @@ def create_app(args: argparse.Namespace) -> FastAPI:
     app = FastAPI(title="MuseTalk voice agent", lifespan=lifespan)
 
     async def run_bot(connection) -> None:
+        # the pictures come with their audio (sync_with_audio), so the video output is not "live"
         transport = SmallWebRTCTransport(connection, TransportParams(
-            audio_in_enabled=False, audio_out_enabled=True, video_out_enabled=True,  # (not live: see MuseTalkVideoService)
+            audio_in_enabled=False, audio_out_enabled=True, video_out_enabled=True,
             video_out_width=width, video_out_height=height, video_out_framerate=round(fps)))
         pipeline = Pipeline([transport.input(), EchoLLM(), MuseTalkTTSService(synthesizer=voice),
                              face_service(args), transport.output()])
@@ -158,7 +159,9 @@ function look() {
   const pixels = paint.getImageData(0, 0, thumb.width, thumb.height).data;
   if (!rest) rest = pixels.slice();
   let sum = 0;
-  for (let i = 0; i < pixels.length; i += 4) sum += Math.abs(pixels[i] - rest[i]) + Math.abs(pixels[i + 1] - rest[i + 1]);
+  for (let i = 0; i < pixels.length; i += 4) {
+    sum += Math.abs(pixels[i] - rest[i]) + Math.abs(pixels[i + 1] - rest[i + 1]);
+  }
   state.change = sum / (pixels.length / 2);
   if (analyser) {
     const wave = new Float32Array(analyser.fftSize);

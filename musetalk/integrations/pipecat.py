@@ -98,7 +98,7 @@ class LocalFace:
     def __init__(self, backend: Backend, avatar, session) -> None:
         self.backend, self.avatar, self.session = backend, avatar, session
         self.fps = avatar.fps
-        self._silenced_below = 0  # speech frames under this index were cut by an interruption
+        self._silenced_below = 0  # frames under this index still to play were cut by an interruption
 
     @classmethod
     async def open(cls, options: BackendOptions, name: str) -> "LocalFace":
@@ -127,7 +127,7 @@ class LocalFace:
 
     async def items(self):
         async for item in paced_frames(self.session, self.backend.engine.latency_budget_s):
-            if isinstance(item, MediaFrame) and item.speech and item.index < self._silenced_below:
+            if isinstance(item, MediaFrame) and item.index < self._silenced_below:
                 item = self._at_rest(item)
             yield item
 
@@ -165,6 +165,13 @@ class _Utterance:
     resampler: _Resampler | None = None
     fed: int = 0  # 16 kHz samples sent to the face
     dropped: bool = False  # interrupted, refused or without a face: its audio is ignored
+
+
+def _utterance_played(item) -> bool:
+    """Whether ``item`` says an utterance's frames are all out (an interrupted one was counted out when the
+    interruption came)."""
+    payload = item.payload if isinstance(item, Event) else {}
+    return payload.get("type") == "utterance_done" and not payload.get("interrupted")
 
 
 def pcm16(samples: np.ndarray) -> bytes:
@@ -363,7 +370,7 @@ class MuseTalkVideoService(AIService):
             async for item in face.items():
                 if isinstance(item, MediaFrame):
                     await self._push_media(item)
-                elif isinstance(item, Event) and item.payload.get("type") == "utterance_done":
+                elif _utterance_played(item):
                     self._playing = max(0, self._playing - 1)
                     if not self._playing:
                         self._idle.set()

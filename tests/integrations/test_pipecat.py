@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import os
 import signal
 import socket
 import subprocess
@@ -118,7 +117,8 @@ def test_rest_speech_rest_at_the_avatars_fps_with_its_audio(backend, face_option
     rate = 1 / np.polyfit(np.arange(len(times)), times, 1)[0]  # frames per second of arrival, least squares
     assert times[-1] - times[0] >= 10 and abs(rate - FPS) <= 0.1 * FPS, f"{rate:.2f} fps"
     rest = np.asarray(backend.store.load("photo").frames[0])
-    pictures = [(m, np.frombuffer(f.image, np.uint8).reshape(rest.shape)) for (_, f), m in zip(seen.images, marks(seen))]
+    pictures = [(m, np.frombuffer(f.image, np.uint8).reshape(rest.shape))
+                for (_, f), m in zip(seen.images, marks(seen))]
     assert all(np.array_equal(p, rest) for m, p in pictures if not m["speech"])
     drawn = [p for m, p in pictures if m["speech"] and not m["repeated"]]
     assert drawn and not any(np.array_equal(p, rest) for p in drawn[3:-3])  # (the blend frames at both ends)
@@ -282,4 +282,5 @@ def test_remote_mode_gives_the_same_counts_and_reports_refusals_and_a_lost_serve
     assert len(lost.errors) == 2
     assert lost.errors[0].startswith(f"the avatar session ended: lost the musetalk server {url}: ")
     assert lost.errors[0].endswith("; a new one opens at the next utterance")
-    assert lost.errors[1].startswith(f"cannot open the avatar 'photo': cannot reach the musetalk server at {url}/avatars")
+    assert lost.errors[1].startswith(
+        f"cannot open the avatar 'photo': cannot reach the musetalk server at {url}/avatars")
