@@ -3,9 +3,10 @@ through rest, speech and rest; floor(S x fps) speech frames per utterance of S s
 audio in, resampled to 16 kHz and delayed exactly as the frames; interruptions; bad input reported in one
 line; three bots on one engine; the same counts against a `musetalk serve` on this machine.
 
-The tiny models draw slower than real time on 2 busy cores, so the engine's latency budget is 2.5 s
-(conftest.BUDGET_MS): speech frames that still miss it are skipped (the picture repeats, the audio plays),
-which the counts below include: they are index arithmetic, exact whatever the machine's load."""
+The tiny models draw slower than real time on 2 busy cores: the engine's latency budget is 1.8 s
+(conftest.BUDGET_MS) and speech frames that still miss it are skipped (the picture repeats, the audio
+plays). The counts asserted include them: they are index arithmetic, exact whatever the machine's load.
+The pictures themselves are checked exactly on a second engine whose models draw white faces at no cost."""
 from __future__ import annotations
 
 import asyncio
@@ -94,11 +95,17 @@ def assert_spoken_once(seen: Seen, expected: np.ndarray) -> None:
     assert seen.order == ["image", "audio"] * len(indices)
 
 
-def test_rest_speech_rest_at_the_avatars_fps_with_its_audio(backend, face_options, media):
+def test_rest_speech_rest_at_the_avatars_fps_with_its_audio(white_backend, white_options, media):
+    """(On the engine that draws white faces at no cost: every picture is checked exactly.)"""
     from pipecat.frames.frames import EndFrame, MetricsFrame, TextFrame
     from pipecat.metrics.metrics import TTFBMetricsData
 
-    face = service(face_options, avatar="photo")
+    from musetalk.realtime.engine.render import blend_with_rest, composite
+    from musetalk.realtime.engine.session import BLEND_FRAMES
+
+    from .conftest import WHITE
+
+    face = service(white_options, avatar="video")
     frames, expected = utterance(media, 3.0, TTS_RATE)
     before, after = TextFrame("before"), TextFrame("after")
     seen = Seen()
@@ -116,14 +123,20 @@ def test_rest_speech_rest_at_the_avatars_fps_with_its_audio(backend, face_option
     times = [t for t, _ in seen.images]
     rate = 1 / np.polyfit(np.arange(len(times)), times, 1)[0]  # frames per second of arrival, least squares
     assert times[-1] - times[0] >= 10 and abs(rate - FPS) <= 0.1 * FPS, f"{rate:.2f} fps"
-    rest = np.asarray(backend.store.load("photo").frames[0])
-    pictures = [(m, np.frombuffer(f.image, np.uint8).reshape(rest.shape))
-                for (_, f), m in zip(seen.images, marks(seen))]
-    assert all(np.array_equal(p, rest) for m, p in pictures if not m["speech"])
-    drawn = [p for m, p in pictures if m["speech"] and not m["repeated"]]
-    assert drawn and not any(np.array_equal(p, rest) for p in drawn[3:-3])  # (the blend frames at both ends)
-    print(f"speech frames: {len(drawn)} drawn of {len(speech_frames(seen))}; {rate:.2f} fps; "
-          f"first TTS audio -> first spoken frame {face.latencies[0] * 1000:.0f} ms")
+    avatar = white_backend.store.load("video")
+    spoken = speech_frames(seen)
+    assert not any(m["repeated"] for m in marks(seen))
+    for (_, frame), mark in zip(seen.images, marks(seen)):
+        i, source = mark["index"], avatar.source_index(mark["index"])
+        picture = np.frombuffer(frame.image, np.uint8).reshape(avatar.frames[source].shape)
+        rest = np.asarray(avatar.frames[source])
+        if not mark["speech"]:  # rest: the source frames, unaltered, in ping-pong order
+            assert np.array_equal(picture, rest)
+            continue
+        talk, k = composite(avatar, source, WHITE), i - spoken[0]
+        share = min(1.0, (k + 1) / (BLEND_FRAMES + 1), (len(spoken) - k) / (BLEND_FRAMES + 1))
+        assert np.array_equal(picture, talk if share == 1 else blend_with_rest(avatar, source, talk, share))
+    print(f"{rate:.2f} fps; first TTS audio -> first spoken frame {face.latencies[0] * 1000:.0f} ms")
     assert [f for _, f in seen.others if isinstance(f, TextFrame)] == [before, after]
     ttfb = [d for _, f in seen.others if isinstance(f, MetricsFrame) for d in f.data
             if isinstance(d, TTFBMetricsData) and d.processor == face.name and d.value > 0]
