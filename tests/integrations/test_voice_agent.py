@@ -40,18 +40,19 @@ def running(app):
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_the_page_shows_the_avatar_at_rest_then_speaks_a_typed_sentence(backend, face_options):
+def test_the_page_shows_the_avatar_at_rest_then_speaks_a_typed_sentence(white_backend, white_options):
+    """(On the engine drawing white faces at no cost, so speech shows on a loaded machine.)"""
     if not shutil.which(CHROMIUM):
         pytest.skip("chromium is not installed (apt-get install chromium)")
     playwright = pytest.importorskip("playwright.sync_api")
     spec = importlib.util.spec_from_file_location("voice_agent", EXAMPLE)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
-    args = example.parse_args(["--avatar", "photo", "--models", face_options["models"], "--avatars",
-                               face_options["avatars"], "--device", "cpu", "--batch-size",
-                               str(face_options["batch_size"]), "--latency-budget-ms",
-                               str(face_options["latency_budget_ms"]), "--max-sessions",
-                               str(face_options["max_sessions"])])
+    args = example.parse_args(["--avatar", "photo", "--models", white_options["models"], "--avatars",
+                               white_options["avatars"], "--device", "cpu", "--batch-size",
+                               str(white_options["batch_size"]), "--latency-budget-ms",
+                               str(white_options["latency_budget_ms"]), "--max-sessions",
+                               str(white_options["max_sessions"])])
     with running(example.create_app(args)) as url, playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM,
                                     args=["--no-sandbox", "--autoplay-policy=no-user-gesture-required"])
@@ -63,7 +64,7 @@ def test_the_page_shows_the_avatar_at_rest_then_speaks_a_typed_sentence(backend,
             at_rest = page.evaluate("({...window.agent})")
             assert at_rest["error"] is None
             assert at_rest["change"] < 2 and at_rest["changedWhileSounding"] == 0, at_rest
-            assert backend.engine.sessions == 1
+            assert white_backend.engine.sessions == 1
             page.click("#say")
             page.wait_for_function("window.agent.error || window.agent.changedWhileSounding >= 5", timeout=120_000)
             spoken = page.evaluate("({...window.agent})")
@@ -71,6 +72,6 @@ def test_the_page_shows_the_avatar_at_rest_then_speaks_a_typed_sentence(backend,
         finally:
             browser.close()
     deadline = time.monotonic() + 30
-    while backend.engine.sessions:  # the bot's pipeline ends with the connection
+    while white_backend.engine.sessions:  # the bot's pipeline ends with the connection
         assert time.monotonic() < deadline, "the bot's session is still open after the page left"
         time.sleep(0.1)
