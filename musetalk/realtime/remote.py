@@ -125,6 +125,7 @@ class _SentSpeech:
         self.feeding: _Buffer | None = None  # the utterance being sent (waiting or playing)
         self.playing: _Buffer | None = None
         self.first: int | None = None  # the session frame the playing utterance started at
+        self.ended = False  # the playing utterance's frames are out: only its tail is left
 
     def feed(self, samples: np.ndarray) -> None:
         if self.feeding is None:
@@ -139,14 +140,18 @@ class _SentSpeech:
         """The server started its next utterance."""
         self.playing = self.waiting.popleft() if self.waiting else _Buffer()
         self.first = None
+        self.ended = False
 
     def done(self) -> None:
-        self.playing = None
+        """The server's utterance has all its frames out; what is left of its audio (less than a frame)
+        plays in the next frame's slot, as on the server's timeline."""
+        self.ended = True
 
     def drop(self) -> None:
         """An interruption: nothing sent so far plays any more."""
         self.waiting.clear()
         self.feeding = self.playing = None
+        self.ended = False
 
     def frame_audio(self, index: int) -> np.ndarray:
         """float32 (n,) 16 kHz: the samples of frame ``index``'s slot on the session's timeline (zeros at
@@ -157,11 +162,14 @@ class _SentSpeech:
         if self.first is None:
             self.first = index
         origin = frame_sample(self.first, self.fps, SAMPLE_RATE)
-        return self.playing.span(start - origin, stop - origin)
+        audio = self.playing.span(start - origin, stop - origin)
+        if self.ended:
+            self.playing, self.ended = None, False
+        return audio
 
     @property
     def speaking(self) -> bool:
-        return self.playing is not None
+        return self.playing is not None and not self.ended
 
 
 class RemoteSession:

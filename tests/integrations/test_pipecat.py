@@ -106,7 +106,7 @@ def test_rest_speech_rest_at_the_avatars_fps_with_its_audio(white_backend, white
     from .conftest import WHITE
 
     face = service(white_options, avatar="video")
-    frames, expected = utterance(media, 3.0, TTS_RATE)
+    frames, expected = utterance(media, 3.02, TTS_RATE)  # (75 frames and 320 samples of a 76th slot)
     before, after = TextFrame("before"), TextFrame("after")
     seen = Seen()
 
@@ -253,7 +253,7 @@ def test_remote_mode_gives_the_same_counts_and_reports_refusals_and_a_lost_serve
     from pipecat.frames.frames import EndFrame
 
     token = "pipecat-test-token"
-    frames, expected = utterance(media, 2.0, TTS_RATE)
+    frames, expected = utterance(media, 2.03, TTS_RATE)  # (50 frames and 480 samples of a 51st slot)
     long_frames, _ = utterance(media, 4.0, TTS_RATE, offset_s=6.0)
     with musetalk_serve(face_options, token) as (url, server):
         faces = [service(face_options, server=url, avatar="photo", token=token),
