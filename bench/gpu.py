@@ -104,9 +104,16 @@ def run_step(step: Step, deadline: float, env: dict[str, str]) -> None:
         step.error = "skipped: the overall time budget is spent"
         return
     print(f"[gpu] {step.name} (up to {timeout:.0f} s) ...", flush=True)
+    if step.json_out is not None:
+        step.json_out.unlink(missing_ok=True)  # an earlier run's result is not this one's
     start = time.monotonic()
-    proc = subprocess.Popen(step.command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+    try:
+        proc = subprocess.Popen(step.command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, start_new_session=True)
+    except OSError as exc:
+        step.error = f"could not start: {exc}"
+        print(f"[gpu] {step.name}: {step.error}", flush=True)
+        return
     try:
         output, _ = proc.communicate(timeout=timeout)
         step.ok = proc.returncode == 0
@@ -117,52 +124,124 @@ def run_step(step: Step, deadline: float, env: dict[str, str]) -> None:
         step.error = f"timed out after {timeout:.0f} s"
     step.stdout_tail = output[-3000:]
     step.seconds = round(time.monotonic() - start, 1)
-    if step.json_out is not None and step.json_out.is_file():
-        step.result = json.loads(step.json_out.read_text())
+    if step.json_out is not None:
+        read_result(step)
     print(f"[gpu] {step.name}: {'ok' if step.ok else step.error} in {step.seconds} s", flush=True)
 
 
-def machine() -> dict:
-    import torch
+def read_result(step: Step) -> None:
+    """``step.result`` from its JSON file; a missing, truncated or non-object file fails the step (an
+    earlier error, such as a time-out, stays the reason shown)."""
+    problem = None
+    if not step.json_out.is_file():
+        problem = f"no result written to {step.json_out}"
+    else:
+        try:
+            result = json.loads(step.json_out.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            problem = f"unreadable result {step.json_out}: {exc}"
+        else:
+            if isinstance(result, dict):
+                step.result = result
+            else:
+                problem = f"unreadable result {step.json_out}: not a JSON object"
+    if problem is not None:
+        step.ok = False
+        step.error = step.error or problem
 
-    info = {"torch": torch.__version__, "python": sys.version.split()[0], "cuda": torch.cuda.is_available()}
-    if info["cuda"]:
-        info["gpu"] = torch.cuda.get_device_name(0)
-        info["cuda_version"] = torch.version.cuda
+
+def machine() -> dict:
+    """Versions and the GPU; what cannot be found out says why (the report is written regardless)."""
+    info: dict = {"python": sys.version.split()[0]}
+    try:
+        import torch
+
+        info.update(torch=torch.__version__, cuda=torch.cuda.is_available())
+        if info["cuda"]:
+            info.update(gpu=torch.cuda.get_device_name(0), cuda_version=torch.version.cuda)
+    except Exception as exc:  # noqa: BLE001 - shown in the report
+        info["error"] = f"{exc.__class__.__name__}: {exc}"
     return info
 
 
+def cell(record, key: str, spec: str = "", empty: str = "") -> str:
+    """``record[key]`` for a table cell (formatted with ``spec``): ``?`` when missing or not formattable,
+    ``empty`` when None."""
+    if not isinstance(record, dict) or key not in record:
+        return "?"
+    value = record[key]
+    if value is None:
+        return empty
+    try:
+        return format(value, spec)
+    except (TypeError, ValueError):
+        return "?"
+
+
 def markdown(report: dict) -> str:
-    """The report as Markdown: steps, generate rows, dub results, the real-time table."""
+    """The report as Markdown: steps, generate rows, dub results, the real-time table. Missing figures show
+    as ``?``; a section that cannot be drawn says so (the rest of the report still is)."""
     lines = [f"# GPU report ({'dry run on CPU' if report['dry'] else 'GPU'})", "",
              f"Machine: {json.dumps(report['machine'])}; total {report['seconds']} s.", "",
              "| step | ok | seconds | error |", "|---|---|---|---|"]
     lines += [f"| {s['name']} | {'yes' if s['ok'] else 'no'} | {s['seconds']} | {s['error'] or ''} |"
               for s in report["steps"]]
     for s in report["steps"]:
-        result = s["result"] or {}
-        if "rows" in result:
-            lines += ["", f"## {s['name']}", ""]
-            if "baseline_fps" in result:
-                lines.append(f"Per-frame float32 loop: {result['baseline_fps']} frames/s.")
-            if "decode" in result:
-                lines.append(f"Decode alone: {json.dumps(result['decode'])}.")
-            lines += ["", "| dtype | decoder | mode | batch | frames/s | warm-up s | peak GPU MiB | error |",
-                      "|---|---|---|---|---|---|---|---|"]
-            lines += [f"| {r['dtype']} | {r['decoder']} | {r['mode']} | {r['batch']} | {r['frames_per_second'] or ''} "
-                      f"| {r['warmup_seconds'] or ''} | {r['peak_gpu_mib'] or ''} | {r['error'] or ''} |"
-                      for r in result["rows"]]
+        if "rows" in (s["result"] or {}):
+            lines += section(s["name"], generate_lines, s["result"])
     dubs = [s for s in report["steps"] if s["name"].startswith("dub") and s["result"]]
     if dubs:
-        lines += ["", "## dub end to end", "", "| run | frames | frames/s | device idle | encoder | peak GPU MiB |",
-                  "|---|---|---|---|---|---|"]
-        lines += [f"| {s['name']} | {s['result']['frames']} | {s['result']['frames_per_second']:.1f} | "
-                  f"{s['result']['device_idle_fraction']:.0%} | {s['result']['video_encoder']} | "
-                  f"{s['result']['peak_gpu_mib'] or ''} |" for s in dubs]
+        lines += section("dub end to end", dub_lines, dubs)
     for s in report["steps"]:
         if s["name"] in ("realtime", "cuda tests"):
             lines += ["", f"## {s['name']} (output tail)", "", "```", s["stdout_tail"].strip()[-2500:], "```"]
     return "\n".join(lines) + "\n"
+
+
+def section(title: str, draw, data) -> list[str]:
+    """``## title`` and the lines ``draw(data)`` makes, or one line saying why they could not be drawn."""
+    try:
+        body = draw(data)
+    except Exception as exc:  # noqa: BLE001 - a malformed result must not cost the whole report
+        body = [f"Could not be drawn: {exc.__class__.__name__}: {exc} (the raw result is in gpu-report.json)."]
+    return ["", f"## {title}", "", *body]
+
+
+def generate_lines(result: dict) -> list[str]:
+    lines = []
+    if "baseline_fps" in result:
+        lines.append(f"Per-frame float32 loop: {result['baseline_fps']} frames/s.")
+    if "decode" in result:
+        lines.append(f"Decode alone: {json.dumps(result['decode'])}.")
+    lines += ["", "| dtype | decoder | mode | batch | frames/s | warm-up s | peak GPU MiB | error |",
+              "|---|---|---|---|---|---|---|---|"]
+    keys = ("dtype", "decoder", "mode", "batch", "frames_per_second", "warmup_seconds", "peak_gpu_mib", "error")
+    lines += ["| " + " | ".join(cell(r, k) for k in keys) + " |" for r in result["rows"]]
+    return lines
+
+
+def dub_lines(dubs: list[dict]) -> list[str]:
+    lines = ["| run | frames | frames/s | device idle | encoder | peak GPU MiB |", "|---|---|---|---|---|---|"]
+    for s in dubs:
+        r = s["result"]
+        lines.append(f"| {s['name']} | {cell(r, 'frames')} | {cell(r, 'frames_per_second', '.1f')} | "
+                     f"{cell(r, 'device_idle_fraction', '.0%')} | {cell(r, 'video_encoder')} | "
+                     f"{cell(r, 'peak_gpu_mib')} |")
+    return lines
+
+
+def write_report(out: Path, dry: bool, started: float, steps: list[Step]) -> dict:
+    """Write OUT/gpu-report.json and OUT/gpu-report.md for ``steps`` (``started``: time.monotonic() at the
+    start; a step that never ran says so); returns the report."""
+    for step in steps:
+        if not step.ok and step.error is None:
+            step.error = "not run"
+    report = {"dry": dry, "machine": machine(), "seconds": round(time.monotonic() - started, 1),
+              "steps": [{k: str(v) if isinstance(v, Path) else v for k, v in asdict(step).items() if k != "command"}
+                        | {"command": " ".join(step.command)} for step in steps]}
+    (out / "gpu-report.json").write_text(json.dumps(report, indent=2))
+    (out / "gpu-report.md").write_text(markdown(report))
+    return report
 
 
 def main() -> None:
@@ -179,11 +258,7 @@ def main() -> None:
     deadline = started + (args.budget_s or (float("inf") if args.dry else 450))
     args.out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    from musetalk.models.random_init import write_random_models
-
     models = args.out / "models"
-    print(f"[gpu] writing {'tiny' if args.dry else 'full-size'} random models to {models}", flush=True)
-    write_random_models(models, size="tiny" if args.dry else "full", versions=("v1.5",))
     test_files = ["tests/speed/test_decoder_and_fast_path.py"]
     if not args.dry:
         test_files += ["tests/core/test_generate.py", "tests/dub/test_fast_dub.py"]
@@ -195,15 +270,16 @@ def main() -> None:
     eager, *compiled = generate_steps(args.out, args.dry, models)  # compiling is slow: after the dubs
     steps = [*([media_step(media)] if args.dry else []), tests, eager, *dub_steps(args.out, args.dry, models, media),
              *compiled, realtime_step(args.dry, models, media)]
-    for step in steps:
-        run_step(step, deadline, env)
-    report = {"dry": args.dry, "machine": machine(), "seconds": round(time.monotonic() - started, 1),
-              "steps": [{k: str(v) if isinstance(v, Path) else v for k, v in asdict(step).items() if k != "command"}
-                        | {"command": " ".join(step.command)} for step in steps]}
-    (args.out / "gpu-report.json").write_text(json.dumps(report, indent=2))
-    (args.out / "gpu-report.md").write_text(markdown(report))
-    print(f"[gpu] wrote {args.out / 'gpu-report.md'} and gpu-report.json in {report['seconds']} s", flush=True)
+    try:
+        from musetalk.models.random_init import write_random_models
 
+        print(f"[gpu] writing {'tiny' if args.dry else 'full-size'} random models to {models}", flush=True)
+        write_random_models(models, size="tiny" if args.dry else "full", versions=("v1.5",))
+        for step in steps:
+            run_step(step, deadline, env)
+    finally:  # even when interrupted or the models could not be written: the report says what ran
+        report = write_report(args.out, args.dry, started, steps)
+    print(f"[gpu] wrote {args.out / 'gpu-report.md'} and gpu-report.json in {report['seconds']} s", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -12,6 +12,7 @@ session receives >= 95 % of the fps and the p95 latency is under ``--max-p95``.
     .venv/bin/python bench/realtime.py                         # CPU, tiny random models
     .venv/bin/python bench/realtime.py --size full --device cuda --fp16 --sessions 1,4,8,12,16
     .venv/bin/python bench/realtime.py --feature-diff          # streamed vs offline prompts on sun.wav
+    .venv/bin/python bench/realtime.py --transports            # 720p: WebSocket JPEG vs WebRTC H.264 / VP8
 """
 from __future__ import annotations
 
@@ -61,26 +62,25 @@ def ready_times(samples: int, chunk: int, send_times: list[float], end_time: flo
 
 
 async def run_session(url: str, pcm: bytes, chunk_ms: int, fps: float, lookahead: float) -> SessionResult:
-    """Stream ``pcm`` (s16le 16 kHz) at real-time pace; collect frame arrival times (skips keep indices)."""
+    """Stream ``pcm`` (s16le 16 kHz) at real-time pace; collect frame arrival times by the index in each
+    frame's header (frame_header=1)."""
     import websockets
+
+    from musetalk.realtime.outputs.ws import parse_frame
 
     chunk = 16 * chunk_ms * 2
     arrivals: dict[int, float] = {}
     sends: list[float] = []
-    async with websockets.connect(url, max_size=None) as ws:
+    async with websockets.connect(with_query(url, "frame_header=1"), max_size=None) as ws:
         async def receive() -> tuple[int, int]:
-            index = 0
             async for message in ws:
                 if isinstance(message, bytes):
-                    arrivals[index] = time.perf_counter()
-                    index += 1
+                    arrivals[parse_frame(message)[0]] = time.perf_counter()
                     continue
                 msg = json.loads(message)
-                if msg["type"] == "skip":
-                    index += 1
-                elif msg["type"] == "done":
+                if msg["type"] == "done":
                     return msg["frames"], msg["skipped"]
-                else:
+                if msg["type"] != "skip":
                     raise RuntimeError(msg)
             raise RuntimeError("connection closed early")
 
@@ -99,6 +99,11 @@ async def run_session(url: str, pcm: bytes, chunk_ms: int, fps: float, lookahead
     span = got[-1] - got[0] if len(got) > 1 else float("nan")
     own_time = start + (index + 1) / fps
     return SessionResult(got - ready[index], got - own_time, (len(got) - 1) / span, frames, len(ready), skipped)
+
+
+def with_query(url: str, param: str) -> str:
+    """``url`` with one more query parameter."""
+    return url + ("&" if "?" in url else "?") + param
 
 
 async def run_round(url: str, pcm: bytes, sessions: int, chunk_ms: int, fps: float, lookahead: float):
@@ -134,7 +139,7 @@ async def session_cost(url: str, port: int, pcm: bytes | None, seconds: float) -
     before = scrape(port)
     start = time.perf_counter()
     if pcm is None:
-        async with websockets.connect(url + ("&" if "?" in url else "?") + "live=1", max_size=None) as ws:
+        async with websockets.connect(with_query(url, "live=1"), max_size=None) as ws:
             async def drain() -> None:
                 async for _ in ws:
                     pass
@@ -195,6 +200,7 @@ def prepare(args: argparse.Namespace, work: Path) -> tuple[Path, Path, float]:
     import torch
 
     from musetalk import MuseTalk
+    from musetalk.face import load_face_parser
     from musetalk.models.random_init import write_random_models
     from musetalk.realtime.avatars.store import AvatarStore, PrepareSettings
 
@@ -202,7 +208,7 @@ def prepare(args: argparse.Namespace, work: Path) -> tuple[Path, Path, float]:
                                                                        versions=("v1.5",))
     dtype = torch.float16 if args.fp16 else torch.float32
     mt = MuseTalk.from_pretrained(models, device=args.device, dtype=dtype)
-    store = AvatarStore(work / "avatars", mt)
+    store = AvatarStore(work / "avatars", mt, parser=load_face_parser(models, device=args.device))  # as serve opens it
     avatar = store.prepare(args.avatar, "bench", PrepareSettings(max_frames=args.avatar_frames,
                                                                  face_records=args.face_records))
     return models, store.root, avatar.fps
@@ -370,18 +376,28 @@ def main() -> None:
     parser.add_argument("--say", default="Hello there, how are you today?", help="text of the text-to-frame test")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--feature-diff", action="store_true", help="only measure streamed vs offline prompts")
+    parser.add_argument("--transports", action="store_true",
+                        help="only the transports at 720p: WebSocket JPEG vs WebRTC H.264 / VP8 (bench/transport.py)")
+    parser.add_argument("--video-kbps-list", default="500,750,1000,1500", help="WebRTC bit rates for --transports")
+    parser.add_argument("--video-kbps", type=int, default=1000, help="the server's --video-kbps in --transports")
     parser.add_argument("--lookaheads", default="0,0.1,0.2,0.4,0.8", help="look-aheads for --feature-diff")
     parser.add_argument("--diff-seconds", type=float, default=None,
                         help="--feature-diff on the first seconds of --audio only (default: all of it)")
     args = parser.parse_args()
     args.sessions = [int(k) for k in args.sessions.split(",")]
     args.lookaheads = [float(v) for v in args.lookaheads.split(",")]
+    args.video_kbps_list = [int(v) for v in args.video_kbps_list.split(",")]
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for name in ("diffusers", "transformers", "httpx"):
         logging.getLogger(name).setLevel(logging.ERROR)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.feature_diff:
         feature_diff(args)
+    elif args.transports:
+        from transport import bench_transports
+
+        with tempfile.TemporaryDirectory() as tmp:
+            bench_transports(args, Path(tmp))
     else:
         bench_serving(args)
 

@@ -7,10 +7,12 @@ import sys
 
 from ..models.layout import ENV_VAR as MODELS_ENV
 from ..models.layout import VERSIONS
-from ..realtime.backend import default_device
+from ..realtime.backend import open_store
+from .device import add_device_argument, chosen_device
 
 log = logging.getLogger(__name__)
 AVATARS_HELP = "avatars folder (default: $MUSETALK_AVATARS or ./avatars)"
+DECODER_CHOICES = ("vae", "tiny")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,8 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     prep.add_argument("--avatars", help=AVATARS_HELP)
     prep.add_argument("--models", help=f"models folder (default: ${MODELS_ENV} or ./models)")
     prep.add_argument("--version", choices=VERSIONS, default="v1.5", help="model version (default: v1.5)")
-    prep.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
-    prep.add_argument("--decoder", choices=("vae", "tiny"), default="vae",
+    add_device_argument(prep)
+    prep.add_argument("--decoder", choices=DECODER_CHOICES, default="vae",
                       help="latent decoder the avatar will be served with (tiny checks taesd/ is there)")
     prep.add_argument("--max-frames", type=int, default=None, help="use only the first N frames of a video")
     prep.add_argument("--bbox-shift", type=int, default=0, help="v1.0 only: move the mask boundary (pixels)")
@@ -45,13 +47,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
-    from ..face import load_face_parser
     from ..pipeline.lipsync import MuseTalk
-    from ..realtime.avatars.store import AvatarStore, PrepareSettings
+    from ..realtime.avatars.store import PrepareSettings
 
-    device = args.device or default_device()
+    device = chosen_device(args.device)
     mt = MuseTalk.from_pretrained(args.models, version=args.version, device=device, decoder=args.decoder)
-    store = AvatarStore(args.avatars, mt, parser=load_face_parser(args.models, device=device))
+    store = open_store(args.avatars, args.models, mt, device)
     settings = PrepareSettings(bbox_shift=args.bbox_shift, extra_margin=args.extra_margin, max_frames=args.max_frames)
     avatar = store.prepare(args.source, args.name, settings, progress=_log_progress, force=args.force)
     log.info("avatar %s ready in %s: %d frames at %g fps", avatar.name, avatar.path, avatar.num_frames, avatar.fps)

@@ -10,6 +10,7 @@ from pathlib import Path
 from ..errors import MuseTalkError
 from ..models.layout import ENV_VAR, VERSIONS
 from ..speech import MAX_TEXT_CHARS
+from .device import add_device_argument, chosen_device
 from .say import VOICE_HELP
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--summary", metavar="CSV", help="with --ray: per-job summary (default: JOBS.summary.csv)")
     p.add_argument("--models", help=f"models folder in the official layout (default: ${ENV_VAR} or ./models)")
     p.add_argument("--version", choices=VERSIONS, default="v1.5", help="MuseTalk checkpoint version")
-    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
+    add_device_argument(p, "with --ray: the cluster's GPUs when it has them")
     p.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"), default="auto",
                    help="model precision: auto is float16 on CUDA, float32 on CPU (half precision needs a GPU)")
     p.add_argument("--decoder", choices=("vae", "tiny"), default="vae",
@@ -91,8 +92,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def options_from_args(args: argparse.Namespace):
     from ..pipeline.dub import DubOptions
 
+    # on Ray the workers' device follows the cluster (its GPUs when it has them), not this machine's
+    device = (args.device or "cpu") if args.ray is not None else chosen_device(args.device)
     return DubOptions(
-        models=args.models, version=args.version, device=args.device, dtype=args.dtype, decoder=args.decoder,
+        models=args.models, version=args.version, device=device, dtype=args.dtype, decoder=args.decoder,
         compile=args.compile, batch_size=args.batch_size,
         bbox_shift=args.bbox_shift, extra_margin=args.extra_margin, fps=args.fps, crf=args.crf, start=args.start,
         end=args.end, smooth=not args.no_smooth, debug_overlay=args.debug_overlay, silence_still=args.silence_still,
@@ -188,8 +191,10 @@ def run_on_ray(args: argparse.Namespace, options) -> int:
 
 
 def run_jobs(path: Path, options) -> int:
-    """Dub every row with one model load; skip existing outputs, go on past failures, print a summary."""
+    """Dub every row with one model load; skip existing outputs, make missing output folders, refuse an
+    output that cannot be written before its dub, go on past failures, print a summary."""
     from ..pipeline.dub import dub, load_model
+    from ..video.io import make_writable_output
 
     rows = read_jobs(path)
     base = path.parent
@@ -203,6 +208,7 @@ def run_jobs(path: Path, options) -> int:
             continue
         try:
             model = model or load_model(options)
+            make_writable_output(output)  # a missing folder is made; an output that cannot be written fails now
             dub(source, audio, output, options, model=model)
             done += 1
         except MuseTalkError as exc:

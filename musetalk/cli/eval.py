@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from ..models.layout import ENV_VAR
+from .device import add_device_argument, chosen_device
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-csim", action="store_true", help="skip the identity metric")
     p.add_argument("--csim-stride", type=int, default=1, help="use every N-th frame for CSIM (default: 1)")
     p.add_argument("--max-frames", type=int, help="score only the first N frames of each clip")
-    p.add_argument("--device", default="cpu", help="torch device for SyncNet and Inception (default: cpu)")
+    add_device_argument(p, "SyncNet and Inception run there")
     p.set_defaults(func=run)
 
 
@@ -55,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
 
     result = evaluate(_pairs(args), out_dir=args.out, report_dir=args.report, models_dir=args.models,
                       syncnet=args.syncnet, inception=args.inception, identity=not args.no_csim,
-                      max_frames=args.max_frames, csim_stride=max(1, args.csim_stride), device=args.device)
+                      max_frames=args.max_frames, csim_stride=max(1, args.csim_stride),
+                      device=chosen_device(args.device))
     print(result.to_markdown())
     log.info("tables written to %s%s", args.out, f", report to {args.report}/index.html" if args.report else "")
     if result.failures:

@@ -6,7 +6,9 @@ import logging
 
 from ..models.layout import ENV_VAR as MODELS_ENV
 from ..models.layout import VERSIONS
-from .avatar import AVATARS_HELP, default_device
+from ..realtime.backend import open_store
+from .avatar import AVATARS_HELP, DECODER_CHOICES
+from .device import add_device_argument, chosen_device
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--avatars", help=AVATARS_HELP)
     p.add_argument("--models", help=f"models folder (default: ${MODELS_ENV} or ./models)")
     p.add_argument("--version", choices=VERSIONS, default="v1.5", help="model version (default: v1.5)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    add_device_argument(p)
+    p.add_argument("--decoder", choices=DECODER_CHOICES, default="vae",
+                   help="latent decoder: the official sd-vae (default) or TAESD (taesd/ in the models folder); "
+                        "the one the avatar was prepared with")
     p.add_argument("--batch-size", type=int, default=8, help="frames per model call (default: 8)")
     p.add_argument("--crf", type=int, default=18, help="H.264 quality: lower is better and larger (default: 18)")
     p.set_defaults(func=run)
@@ -32,16 +37,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..pipeline.lipsync import MuseTalk
-    from ..realtime.avatars.store import AvatarStore
     from ..realtime.outputs.recording import render_speech
     from ..speech import Synthesizer, check_text
 
     text = check_text(args.text)
     synth = Synthesizer(args.voice)
     samples = synth.synthesize(text)
-    device = args.device or default_device()
-    mt = MuseTalk.from_pretrained(args.models, version=args.version, device=device)
-    avatar = AvatarStore(args.avatars, mt).load(args.avatar)
+    device = chosen_device(args.device)
+    mt = MuseTalk.from_pretrained(args.models, version=args.version, device=device, decoder=args.decoder)
+    avatar = open_store(args.avatars, args.models, mt, device).load(args.avatar)
     result = render_speech(mt, avatar, samples, args.output, batch_size=args.batch_size, crf=args.crf)
     print(f"{result.output}: {result.frames} frames at {result.fps:g} fps, {result.audio_seconds:.2f} s of speech")
     return 0

@@ -8,6 +8,8 @@ from ..errors import MuseTalkError
 from ..models.layout import ENV_VAR as MODELS_ENV
 from ..models.layout import VERSIONS
 from ..realtime.backend import DEFAULT_BUDGET_S
+from .device import add_device_argument
+from ..realtime.outputs.ice import DEFAULT_VIDEO_KBPS
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     p.add_argument("--version", choices=VERSIONS, default="v1.5", help="model version (default: v1.5)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    add_device_argument(p)
     p.add_argument("--fp16", action="store_true", help="half precision (GPU)")
     p.add_argument("--decoder", choices=("vae", "tiny"), default="tiny",
                    help="latent decoder: TAESD (taesd/ in the models folder; default: ~12x cheaper decode, so "
@@ -33,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "a client may choose its own with the lookahead query parameter)")
     p.add_argument("--latency-budget-ms", type=float, default=DEFAULT_BUDGET_S * 1000,
                    help="a frame not out this long after its due time is skipped (default %(default)g)")
+    p.add_argument("--max-audio-ahead-s", type=float, default=30.0,
+                   help="seconds of audio a session accepts ahead of its clock; a client sending more is refused "
+                        "(error, close 1008) (default: %(default)g)")
     p.add_argument("--max-sessions", type=int, default=None,
                    help="speaking sessions admitted (default: measured by a short calibration at start-up)")
     p.add_argument("--token", default=None,
@@ -40,6 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "and logged when --host is not a loopback address)")
     p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                    help="another origin (scheme://host:port, or *) whose pages may use the server; repeatable")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="without a token, another host name the server may be reached by (besides the --host "
+                        "address and, on loopback, localhost): requests naming other hosts are refused, so that a "
+                        "DNS-rebinding page cannot reach it; repeatable")
     p.add_argument("--max-upload-mb", type=float, default=500.0, help="largest avatar upload in MB (default: 500)")
     p.add_argument("--avatar-cache-mb", type=float, default=1024.0,
                    help="memory for loaded avatar frames, masks and latents, least recently used out (default: 1024)")
@@ -47,6 +56,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="serve on Ray Serve: a local instance, or the cluster at ADDRESS (then the command "
                         "returns and the cluster keeps serving; run it again to change --replicas)")
     p.add_argument("--replicas", type=int, default=1, help="with --ray: replicas, each one engine on one GPU")
+    p.add_argument("--video-kbps", type=int, default=DEFAULT_VIDEO_KBPS,
+                   help="WebRTC video bit rate in kbit/s, the encoder's start and ceiling; the receiver's bandwidth "
+                        "estimate lowers it (default %(default)d: 720p H.264 keeps the mouth above 35 dB, see docs/webrtc.md)")
+    p.add_argument("--ice-server", action="append", default=[], metavar="URL",
+                   help="a STUN or TURN server for WebRTC (stun:host:port, turn:host:port, turns:...); repeatable; "
+                        "also handed to the page. More as JSON in $MUSETALK_ICE_SERVERS")
+    p.add_argument("--turn-user", default=None, help="the username of the --ice-server turn: servers")
+    p.add_argument("--turn-credential", default=None, help="the credential of the --ice-server turn: servers")
     p.set_defaults(func=run)
 
 
@@ -65,11 +82,23 @@ def access_token(given: str | None, host: str, port: int) -> str | None:
     return token
 
 
+def access_policy(args: argparse.Namespace):
+    """Who may use the server: the token (see :func:`access_token`), the allowed origins, and without a
+    token the host names requests may give (the listening address, loopback names, ``--allow-host``)."""
+    from ..realtime.web.access import AccessPolicy, served_hosts
+
+    return AccessPolicy(access_token(args.token, args.host, args.port), tuple(args.allow_origin),
+                        served_hosts(args.host, args.allow_host))
+
+
 def run(args: argparse.Namespace) -> int:
     if args.max_sessions is not None and args.max_sessions < 1:
         raise MuseTalkError(f"--max-sessions must be at least 1, got {args.max_sessions}")
     if args.latency_budget_ms <= 0:
         raise MuseTalkError(f"--latency-budget-ms must be positive, got {args.latency_budget_ms:g}")
+    if not args.max_audio_ahead_s > 0:
+        raise MuseTalkError(f"--max-audio-ahead-s must be positive, got {args.max_audio_ahead_s:g}")
+    webrtc_settings(args)  # a bad ICE server or bit rate is refused before the models load
     if args.ray is not None:
         return run_on_ray(args)
     import uvicorn
@@ -81,6 +110,16 @@ def run(args: argparse.Namespace) -> int:
     finally:
         app.state.engine.close()
     return 0
+
+
+def webrtc_settings(args: argparse.Namespace):
+    """The WebRTC settings of ``args`` and ``$MUSETALK_ICE_SERVERS``."""
+    import os
+
+    from ..realtime.outputs.ice import ENV_VAR, WebRTCSettings, ice_servers
+
+    servers = ice_servers(args.ice_server, args.turn_user, args.turn_credential, os.environ.get(ENV_VAR))
+    return WebRTCSettings(video_kbps=args.video_kbps, ice_servers=servers)
 
 
 def run_on_ray(args: argparse.Namespace) -> int:
@@ -107,17 +146,17 @@ def backend_options(args: argparse.Namespace):
     return BackendOptions(models=args.models, avatars=args.avatars, version=args.version, device=args.device,
                           fp16=args.fp16, decoder=args.decoder, batch_size=args.batch_size,
                           lookahead_s=args.lookahead, latency_budget_s=args.latency_budget_ms / 1000,
-                          max_sessions=args.max_sessions, avatar_cache_mb=args.avatar_cache_mb)
+                          max_sessions=args.max_sessions, avatar_cache_mb=args.avatar_cache_mb,
+                          max_audio_ahead_s=args.max_audio_ahead_s)
 
 
 def build_app(args: argparse.Namespace):
     """The server's FastAPI application (its engine in ``app.state.engine``), as ``args`` say."""
     from ..realtime.backend import load_backend
     from ..realtime.server import create_app
-    from ..realtime.web.access import AccessPolicy
 
     backend = load_backend(backend_options(args))
-    access = AccessPolicy(access_token(args.token, args.host, args.port), tuple(args.allow_origin))
-    app = create_app(backend.store, backend.engine, access, max_upload_mb=args.max_upload_mb)
+    app = create_app(backend.store, backend.engine, access_policy(args), max_upload_mb=args.max_upload_mb,
+                     webrtc=webrtc_settings(args))
     app.state.engine = backend.engine
     return app

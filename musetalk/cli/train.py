@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from ..models.layout import ENV_VAR
+from .device import add_device_argument, chosen_device
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     prep.add_argument("videos", type=Path, metavar="VIDEOS_DIR", help="folder of videos (searched recursively)")
     prep.add_argument("--out", type=Path, required=True, metavar="DATA_DIR", help="output folder for the shards")
     prep.add_argument("--models", help=f"models folder with whisper/ (default: ${ENV_VAR} or ./models)")
-    prep.add_argument("--device", default="cpu", help="device for the whisper encoder (default: cpu)")
+    add_device_argument(prep, "the whisper encoder runs there")
     prep.add_argument("--min-stretch", type=int, default=5, help="drop face stretches shorter than this many frames")
     prep.set_defaults(func=run_prepare)
     for stage in (1, 2):
@@ -44,7 +45,7 @@ def run_prepare(args: argparse.Namespace) -> int:
     from ..train.prepare import Preparer
 
     progress = logging.getLogger().level <= logging.INFO
-    summary = Preparer(args.models, args.device, args.min_stretch, progress=progress).prepare_all(args.videos, args.out)
+    summary = Preparer(args.models, chosen_device(args.device), args.min_stretch, progress=progress).prepare_all(args.videos, args.out)
     log.info("%d clips prepared, %d already done, %d skipped stretches/clips (see %s)", len(summary["prepared"]),
              len(summary["resumed"]), len(summary["skipped"]), args.out / "skipped.json")
     return 0

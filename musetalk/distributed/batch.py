@@ -7,7 +7,8 @@ that dies mid-task is restarted by Ray and the task goes back to the front of th
 worker is free (at most ``MAX_ATTEMPTS`` times); outputs are committed atomically and every task first
 checks whether its output already exists, so nothing is lost and nothing is written twice. A row that
 fails (missing or unreadable input, no face, unreachable storage) fails alone, with its reason in the
-summary CSV.
+summary CSV; when one chunk of a job fails, the job's chunks still running end unused (their parts stay
+for a re-run) and the job keeps the first reason.
 """
 from __future__ import annotations
 
@@ -202,6 +203,8 @@ class BatchRun:
         if task.method == "dub_length":
             self._split(job, *value, queue)
         elif task.method == "dub_chunk":
+            if job.row in self.results:
+                return  # the job failed in another chunk; this chunk's part stays for a re-run to reuse
             chunked = self._chunked[job.row]
             chunked.left -= 1
             chunked.seconds += value.seconds
@@ -235,6 +238,10 @@ class BatchRun:
         self._fail(task.job, f"internal error: {error.__class__.__name__}: {error}")
 
     def _fail(self, job: Job, error: str) -> None:
+        """``job`` failed with ``error``: its result, unless another of its tasks failed first (that reason stays)."""
+        if job.row in self.results:
+            log.warning("row %d: another of its chunks failed too: %s", job.row, error)
+            return
         self._chunked.pop(job.row, None)
         self._finish(JobResult(job.row, job.output, FAILED, error=error))
 

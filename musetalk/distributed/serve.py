@@ -3,9 +3,12 @@
 Each replica builds what ``musetalk serve`` builds in one process (its own model and engine, on one GPU
 or a share of the CPUs) from the same avatars folder, so an avatar prepared or uploaded once (into a
 shared path) serves on every replica. Serve's proxy accepts the connections and hands each request,
-WebSocket sessions included, to the replica with the fewest requests in flight (two sampled, the less
-loaded taken; a replica at ``max_ongoing_requests`` takes none), so sessions spread over the replicas and
-the per-replica admission control of the engine refuses one (close 1013) only when its replica is full.
+WebSocket sessions included, to a replica chosen by the engines' own free capacity, not by open requests
+(an engine admits by speaking units, and replicas may calibrate differently): every replica reports its
+engine's /health ``free`` and ``load`` (``record_routing_stats``, every ``STATS_PERIOD_S``) and
+:class:`~.routing.FreeCapacityRouter` tries the replicas with room first, least loaded first, then those
+not reported yet, then full ones (whose engine answers 1013). A replica at ``max_ongoing_requests`` takes
+none.
 Every response and WebSocket handshake carries ``x-musetalk-replica``: which replica answered. Running
 the command again with another ``--replicas`` rolls the deployment over to that many replicas: new
 sessions go to the new ones while each old one finishes its open sessions (up to ``drain_s``) first.
@@ -16,7 +19,7 @@ import logging
 import os
 import socket
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 from .cluster import connect
 
@@ -24,6 +27,7 @@ log = logging.getLogger(__name__)
 
 APP_NAME = "musetalk"
 REPLICA_HEADER = b"x-musetalk-replica"
+STATS_PERIOD_S = 0.5  # how often each replica reports its engine's free capacity to the routers
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,34 @@ class ReplicaTagged:
         await self.app(scope, receive, tagged)
 
 
+class AvatarReplica:
+    """One replica's server (``make_app()``, tagged with the replica) and what it reports for routing: its
+    engine's free capacity (the app's ``state.engine.health()``, as ``GET /health`` shows it)."""
+
+    def __init__(self, make_app: Callable[[], object]) -> None:
+        self.make_app = make_app
+        self.app: ReplicaTagged | None = None
+
+    def __serve_build_asgi_app__(self) -> ReplicaTagged:
+        """Serve builds the ASGI app on the replica after the constructor."""
+        self.app = ReplicaTagged(self.make_app())
+        return self.app
+
+    def record_routing_stats(self) -> dict:
+        """``{"free": a new speaking session fits, "load": 0..1 share in use}`` of this replica's engine."""
+        health = self.app.app.state.engine.health()
+        return {"free": bool(health["free"]), "load": float(health["load"])}
+
+
+def rank_by_free_capacity(replicas: Sequence) -> list[list]:
+    """Serve replicas (each with ``routing_stats``) in the order to try them: those whose engine has room,
+    least loaded first, one per rank; then those that have not reported yet (just started); then full ones."""
+    free = sorted((r for r in replicas if r.routing_stats.get("free") is True), key=lambda r: r.routing_stats["load"])
+    unreported = [r for r in replicas if "free" not in r.routing_stats]
+    full = [r for r in replicas if r.routing_stats.get("free") is False]
+    return [[r] for r in free] + [rank for rank in (unreported, full) if rank]
+
+
 def deploy(make_app: Callable[[], object], options: ReplicaOptions, address: str | None = None,
            host: str = "127.0.0.1", port: int = 8000, **local_options):
     """Run (or rescale, when it runs already) the ``musetalk`` Serve application: ``options.replicas``
@@ -68,14 +100,17 @@ def deploy(make_app: Callable[[], object], options: ReplicaOptions, address: str
     ray = connect(address, **local_options)
     from ray import serve
 
-    serve.start(http_options={"host": host, "port": port})
-    def build_on_replica() -> ReplicaTagged:  # Serve calls a plain function (not any callable) on each replica
-        return ReplicaTagged(make_app())
+    from ray.serve.config import RequestRouterConfig
 
+    from .routing import FreeCapacityRouter
+
+    serve.start(http_options={"host": host, "port": port})
     ask = {"num_gpus": 1} if ray.cluster_resources().get("GPU") else {"num_cpus": options.cpus}
-    deployment = serve.deployment(serve.ingress(build_on_replica)(), name="AvatarReplica",
+    routing = RequestRouterConfig(request_router_class=FreeCapacityRouter, request_routing_stats_period_s=STATS_PERIOD_S)
+    deployment = serve.deployment(serve.ingress()(AvatarReplica), name="AvatarReplica",
                                   num_replicas=options.replicas, max_ongoing_requests=options.max_ongoing_requests,
-                                  graceful_shutdown_timeout_s=options.drain_s, ray_actor_options=ask)
-    serve.run(deployment.bind(), name=APP_NAME, route_prefix="/")
+                                  graceful_shutdown_timeout_s=options.drain_s, ray_actor_options=ask,
+                                  request_router_config=routing)
+    serve.run(deployment.bind(make_app), name=APP_NAME, route_prefix="/")
     log.info("%d replicas serving on http://%s:%d/", options.replicas, host, port)
     return ray

@@ -13,7 +13,8 @@ from pathlib import Path
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from ..errors import MuseTalkError
+from ..errors import MuseTalkError, VideoError
+from ..video.io import make_writable_output
 
 
 class StorageError(MuseTalkError):
@@ -67,6 +68,26 @@ def local_input(url: str, folder: Path, prefix: str) -> Path:
     except OSError as exc:
         raise _failure(url, exc) from None
     return copy
+
+
+def make_writable(url: str, key: str) -> None:
+    """Refuse ``url`` before its dub when it cannot be written: a local path's missing folders are made and
+    a file is created beside it and removed; elsewhere an empty ``.NAME.KEY.probe`` is put beside it and
+    removed (a bad scheme, an unreachable or read-only bucket fail here, not after the work)."""
+    fs, path = _filesystem(url)
+    if isinstance(fs, LocalFileSystem):
+        try:
+            make_writable_output(path)
+        except VideoError as exc:
+            raise StorageError(str(exc)) from None
+        return
+    parent, name = os.path.split(path)
+    probe = f"{parent}/.{name}.{key}.probe" if parent else f".{name}.{key}.probe"
+    try:
+        fs.pipe_file(probe, b"")
+        fs.rm_file(probe)
+    except (OSError, NotImplementedError) as exc:
+        raise _failure(url, exc) from None
 
 
 def commit(local: Path, url: str, key: str) -> None:

@@ -3,7 +3,8 @@
 Each job runs the in-process threaded dub (:func:`musetalk.pipeline.dub.dub`): video decoding and face
 analysis in one thread, paste-back and encoding in another, beside the model calls in the actor's
 thread, so the model does not wait for them. Inputs that are URLs are copied to a local folder first;
-outputs are made locally and committed atomically (:mod:`.storage`).
+an output is checked writable (its missing local folders made) before the work, then made locally and
+committed atomically (:mod:`.storage`).
 """
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ class DubWorker:
         started = time.perf_counter()
         if storage.exists(job.output):
             return JobResult(job.row, job.output, SKIPPED, worker=self.name)
+        storage.make_writable(job.output, job.key)
         with tempfile.TemporaryDirectory(prefix="musetalk-job-") as folder:
             work = Path(folder)
             source = storage.local_input(job.source, work, "source")
@@ -63,7 +65,9 @@ class DubWorker:
         return JobResult(job.row, job.output, DONE, result.frames, time.perf_counter() - started, worker=self.name)
 
     def dub_length(self, job: Job) -> tuple[int, float]:
-        """Frames and frame rate of ``job``'s dub (to cut it into chunks)."""
+        """Frames and frame rate of ``job``'s dub (to cut it into chunks), once its output is known to be
+        writable (its chunks are kept beside it)."""
+        storage.make_writable(job.output, job.key)
         with tempfile.TemporaryDirectory(prefix="musetalk-plan-") as folder:
             work = Path(folder)
             return dub_length(storage.local_input(job.source, work, "source"),

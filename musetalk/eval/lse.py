@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -84,22 +85,29 @@ def window_count(num_frames: int, num_samples: int) -> int:
 
 
 @torch.no_grad()
-def embed(net: torch.nn.Module, crops: np.ndarray, samples_16k: np.ndarray, batch_size: int = 20,
-          device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
-    """BGR crops uint8 (T, 224, 224, 3) at 25 fps + audio -> video and audio embeddings float32 (N, D) each."""
-    count = window_count(len(crops), len(samples_16k))
+def embed(net: torch.nn.Module, crops: Iterable[np.ndarray], samples_16k: np.ndarray, batch_size: int = 20,
+          device: str = "cpu", num_crops: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """BGR crops uint8 (T, 224, 224, 3) at 25 fps + audio -> video and audio embeddings float32 (N, D) each.
+    ``crops``: an array, or an iterator of ``num_crops`` crops read once, in order (only the crops of one
+    batch of windows are held)."""
+    total = len(crops) if num_crops is None else num_crops
+    count = window_count(total, len(samples_16k))
     if count < 1:
-        raise MuseTalkError(f"clip too short for SyncNet scoring: {len(crops)} frames at 25 fps; give at least 6 frames")
+        raise MuseTalkError(f"clip too short for SyncNet scoring: {total} frames at 25 fps; give at least 6 frames")
     ceps = torch.from_numpy(mfcc_for_syncnet(samples_16k))
-    video = torch.from_numpy(crops).permute(3, 0, 1, 2).float()  # (3, T, 224, 224)
     net = net.to(device).eval()
+    pending, held = iter(crops), []
     v_out, a_out = [], []
     for start in range(0, count, batch_size):
         idx = range(start, min(count, start + batch_size))
-        clips = torch.stack([video[:, i:i + WINDOW] for i in idx]).to(device)
+        while len(held) < len(idx) + WINDOW - 1:  # held[0] is crop ``start``
+            held.append(next(pending))
+        video = torch.from_numpy(np.stack(held)).permute(3, 0, 1, 2).float()  # (3, T, 224, 224)
+        clips = torch.stack([video[:, i - start:i - start + WINDOW] for i in idx]).to(device)
         mels = torch.stack([ceps[None, :, i * MFCC_PER_FRAME:i * MFCC_PER_FRAME + MFCC_WINDOW] for i in idx]).to(device)
         v_out.append(net.forward_lip(clips).float().cpu())
         a_out.append(net.forward_aud(mels).float().cpu())
+        held = held[len(idx):]
     return torch.cat(v_out).numpy(), torch.cat(a_out).numpy()
 
 
@@ -107,8 +115,8 @@ def shift_distances(video: np.ndarray, audio: np.ndarray, vshift: int = VSHIFT) 
     """float (N, D) video and audio embeddings -> float (N, 2 vshift + 1): entry [i, j] is the distance of
     video window i to audio window i + j - vshift (zero vectors outside 0..N-1; torch's pairwise eps 1e-6)."""
     padded = np.concatenate([np.zeros((vshift, audio.shape[1])), audio, np.zeros((vshift, audio.shape[1]))])
-    index = np.arange(len(video))[:, None] + np.arange(2 * vshift + 1)[None, :]
-    return np.linalg.norm(video[:, None, :] - padded[index] + 1e-6, axis=2)
+    n = len(video)  # one shift at a time: (N, D) temporaries, not (N, 2 vshift + 1, D)
+    return np.stack([np.linalg.norm(video - padded[j:j + n] + 1e-6, axis=1) for j in range(2 * vshift + 1)], axis=1)
 
 
 def scores_from_distances(distances: np.ndarray, vshift: int = VSHIFT) -> SyncScores:
@@ -119,15 +127,27 @@ def scores_from_distances(distances: np.ndarray, vshift: int = VSHIFT) -> SyncSc
                       confidence=float(np.median(curve) - curve[best]), curve=curve)
 
 
-def lse(net: torch.nn.Module, frames: list[np.ndarray], boxes: np.ndarray, samples_16k: np.ndarray, fps: float,
+def lse(net: torch.nn.Module, frames: Iterable[np.ndarray], boxes: np.ndarray, samples_16k: np.ndarray, fps: float,
         vshift: int = VSHIFT, batch_size: int = 20, device: str = "cpu") -> SyncScores:
-    """LSE of a talking-face clip: uint8 (H, W, 3) RGB frames, their face boxes float (T, 4), the speech
-    float32 (N,) at 16 kHz starting with frame 0, the frame rate."""
-    keep = resample_to_25fps(len(frames), fps) if abs(fps - SYNC_FPS) > 1e-3 else np.arange(len(frames))
+    """LSE of a talking-face clip: its uint8 (H, W, 3) RGB frames (a list, or an iterator read once, in
+    order), one face box per frame float (T, 4), the speech float32 (N,) at 16 kHz starting with frame 0,
+    the frame rate."""
+    keep = resample_to_25fps(len(boxes), fps) if abs(fps - SYNC_FPS) > 1e-3 else np.arange(len(boxes))
     boxes25 = crop_boxes(boxes[keep].astype(np.float64))
-    crops = np.stack([crop_face(frames[k], box) for k, box in zip(keep, boxes25)])
-    video, audio = embed(net, crops, samples_16k, batch_size, device)
+    video, audio = embed(net, _crops(frames, keep, boxes25), samples_16k, batch_size, device, num_crops=len(keep))
     scores = scores_from_distances(shift_distances(video, audio, vshift), vshift)
     log.debug("SyncNet: offset %d, LSE-D %.3f, LSE-C %.3f over %d windows", scores.offset, scores.distance,
               scores.confidence, len(video))
     return scores
+
+
+def _crops(frames: Iterable[np.ndarray], keep: np.ndarray, boxes25: np.ndarray) -> Iterator[np.ndarray]:
+    """The SyncNet crop of frame ``keep[j]`` with box ``boxes25[j]`` for every j, frames read in order
+    (``keep`` never decreases: a frame is cropped as often as the 25 fps grid keeps it)."""
+    j = 0
+    for index, frame in enumerate(frames):
+        while j < len(keep) and keep[j] == index:
+            yield crop_face(frame, boxes25[j])
+            j += 1
+        if j == len(keep):
+            return

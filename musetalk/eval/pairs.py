@@ -14,6 +14,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -136,31 +137,46 @@ def recorded_dub_fps(generated: Path) -> float | None:
 
 @dataclass
 class Clip:
-    """Decoded frames (uint8 (H, W, 3) RGB), their frame rate and one face record per frame."""
+    """A clip's frame rate and face analysis (one record per frame). Its frames are not kept: they are
+    decoded again, in order, when a metric needs them (memory flat in the clip's length)."""
 
     path: Path
-    frames: list[np.ndarray]
     fps: float
     records: list[FaceRecord]
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.records)
 
     @property
     def found(self) -> np.ndarray:
         """bool (T,): frames with a face."""
         return np.array([r.found for r in self.records], dtype=bool)
 
+    def frames(self) -> Iterator[np.ndarray]:
+        """The clip's frames in order, uint8 (H, W, 3) RGB (a photo: its one image), one per record."""
+        return _decoded(self.path, self.num_frames)
+
+    def frame(self, index: int) -> np.ndarray:
+        """Frame ``index`` (decoded from the start of the clip)."""
+        return next(itertools.islice(self.frames(), index, None))
+
+
+def _decoded(path: Path, max_frames: int | None) -> Iterator[np.ndarray]:
+    """uint8 (H, W, 3) RGB frames of a video (the first ``max_frames``) or the one image of a photo."""
+    if is_image(path):
+        return iter([read_image(path)])
+    return itertools.islice(read_frames(path), max_frames)
+
 
 def load_clip(path: Path, analyzer: FaceAnalyzer, max_frames: int | None = None) -> Clip:
-    """Frames of a video (or one photo) with their face analysis (unsmoothed landmarks).
-    Raises :class:`FaceError` when no frame has a face."""
-    if is_image(path):
-        frames, fps = [read_image(path)], 25.0
-    else:
-        fps = float(probe(path).fps)
-        frames = list(itertools.islice(read_frames(path), max_frames))
-    records = analyzer.analyze_all(frames)
+    """The face analysis (unsmoothed landmarks) of a video's frames (the first ``max_frames``) or a photo,
+    decoded one at a time. Raises :class:`FaceError` when no frame has a face."""
+    fps = 25.0 if is_image(path) else float(probe(path).fps)
+    records = analyzer.analyze_all(_decoded(path, max_frames))
     if not any(r.found for r in records):
-        raise FaceError(f"no face found in {path} ({len(frames)} frames): give a clip with a visible frontal face")
-    return Clip(path, frames, fps, records)
+        raise FaceError(f"no face found in {path} ({len(records)} frames): give a clip with a visible frontal face")
+    return Clip(path, fps, records)
 
 
 def load_pair_audio(pair: EvalPair) -> np.ndarray:
@@ -174,7 +190,7 @@ def load_pair_audio(pair: EvalPair) -> np.ndarray:
 def check_lengths(pair: EvalPair, generated: Clip, source: Clip, audio: np.ndarray, tolerance: int = 1) -> int:
     """Number of frames to score; raises :class:`EvalInputError` when frame rates or lengths disagree by more
     than ``tolerance`` frames (reconstruction: generated vs source; always: generated vs audio)."""
-    n = len(generated.frames)
+    n = generated.num_frames
     audio_frames = int(len(audio) * generated.fps / 16000)
     if audio_frames < n - tolerance:
         raise EvalInputError(f"{pair.generated} has {n} frames but its audio covers only {audio_frames}: "
@@ -183,10 +199,10 @@ def check_lengths(pair: EvalPair, generated: Clip, source: Clip, audio: np.ndarr
         if abs(source.fps - generated.fps) > 1e-3:
             raise EvalInputError(f"frame rates differ: {pair.generated} {generated.fps:g} fps, {pair.source} "
                                  f"{source.fps:g} fps; reconstruction compares frame by frame")
-        if abs(len(source.frames) - n) > tolerance:
+        if abs(source.num_frames - n) > tolerance:
             raise EvalInputError(f"lengths differ: {pair.generated} has {n} frames, {pair.source} has "
-                                 f"{len(source.frames)}; for a dub with other speech use --protocol cross-audio")
-        n = min(n, len(source.frames))
+                                 f"{source.num_frames}; for a dub with other speech use --protocol cross-audio")
+        n = min(n, source.num_frames)
     return n
 
 

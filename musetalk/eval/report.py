@@ -39,13 +39,13 @@ def has_difference_panel(clip: ClipResult) -> bool:
 def strip(clip: ClipResult, index: int) -> np.ndarray:
     """uint8 (256, 768, 3) RGB: source crop | generated crop | |difference| x 4; uint8 (256, 512, 3) without
     the difference for a photo source. The source frame of a cross-audio pair is frame ``index`` modulo its
-    length (a photo: the photo)."""
+    length (a photo: the photo); both frames are decoded again from their files."""
     gen_rec = clip.generated.records[index]
-    src_i = index % len(clip.source.frames)
+    src_i = index % clip.source.num_frames
     src_rec = clip.source.records[src_i] if clip.source.records[src_i].found else gen_rec
     same_box = clip.pair.protocol == "reconstruction" and clip.source.records[src_i].found
-    gen = crop_face(clip.generated.frames[index], src_rec if same_box else gen_rec)
-    src = crop_face(clip.source.frames[src_i], src_rec)
+    gen = crop_face(clip.generated.frame(index), src_rec if same_box else gen_rec)
+    src = crop_face(clip.source.frame(src_i), src_rec)
     if not has_difference_panel(clip):
         return np.hstack([src, gen])
     diff = np.clip(np.abs(gen.astype(np.int16) - src.astype(np.int16)) * DIFF_GAIN, 0, 255).astype(np.uint8)

@@ -24,7 +24,7 @@ class ClipResult:
     """Scores of one pair (``row``: None where a metric does not apply, cannot be measured or its weights are
     missing; ``note`` says why for the AV offset) and the per-frame data the report draws: psnr_face float
     (T,) (NaN without a face), mouth opening of the generated clip and speech envelope (dB) float (T,), the
-    frames and records of both clips."""
+    face records of both clips (the report decodes the frames it shows again)."""
 
     pair: EvalPair
     row: dict[str, object]

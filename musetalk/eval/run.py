@@ -1,8 +1,10 @@
 """``evaluate``: score pairs of (generated, source, audio) clips and write the table (and the report)."""
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -43,53 +45,104 @@ def _model(value: torch.nn.Module | str | os.PathLike | None, default: Path, loa
     return loader(path)
 
 
-def pixel_scores(gen: Clip, src: Clip, n: int) -> tuple[dict[str, float | None], np.ndarray]:
-    """Reconstruction metrics over frames with a face in both clips: PSNR/SSIM (face crop box and mouth box
-    of the source) and LMD; plus per-frame face PSNR float (n,) (NaN where skipped)."""
-    face, mouth, lmds = [], [], []
-    psnr_frames = np.full(n, np.nan)
-    for i in range(n):
-        s, g = src.records[i], gen.records[i]
-        if not (s.found and g.found):
-            continue
-        face.append(region_scores(src.frames[i], gen.frames[i], s.crop_box))
-        mouth.append(region_scores(src.frames[i], gen.frames[i], mouth_box(s.landmarks, src.frames[i].shape)))
-        lmds.append(frame_lmd(s.landmarks, g.landmarks, s.crop_box))
-        psnr_frames[i] = face[-1][0]
-    return {"psnr_face": _mean([f[0] for f in face]), "ssim_face": _mean([f[1] for f in face]),
-            "psnr_mouth": _mean([m[0] for m in mouth]), "ssim_mouth": _mean([m[1] for m in mouth]),
-            "lmd": _mean(lmds)}, psnr_frames
+class _Features:
+    """Inception features of face crops given one at a time, computed ``BATCH`` at once (the network's own
+    batch, so the figures equal one call on all crops); only one batch of crops is held."""
+
+    BATCH = 16
+
+    def __init__(self, net: FIDInception, device: str) -> None:
+        self.net, self.device = net, device
+        self.pending: list[np.ndarray] = []
+        self.done: list[np.ndarray] = []
+        self.count = 0
+
+    def add(self, crop: np.ndarray) -> None:
+        self.pending.append(crop)
+        self.count += 1
+        if len(self.pending) == self.BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.pending:
+            self.done.append(self.net.features(np.stack(self.pending), device=self.device))
+            self.pending = []
+
+    def result(self) -> np.ndarray:
+        """float (K, D) features of every crop added, in order."""
+        self._flush()
+        return np.concatenate(self.done)
 
 
-def identity_score(embedder: DlibFaceEmbedder, gen: Clip, src: Clip, n: int, protocol: str,
-                   stride: int) -> IdentityScore | None:
-    """CSIM and descriptor distance: reconstruction pairs frame i with source frame i; cross-audio compares
-    every generated frame with the mean source identity. Every ``stride``-th frame is used."""
-    frames = [i for i in range(0, n, stride) if gen.records[i].found]
-    if protocol == "reconstruction":
-        frames = [i for i in frames if src.records[i].found]
-        if not frames:
+@dataclass
+class _Scores:
+    """What the pass over a pair's frames gathers: per-frame region scores, descriptors, FID features."""
+
+    n: int
+    face: list = field(default_factory=list)
+    mouth: list = field(default_factory=list)
+    lmds: list = field(default_factory=list)
+    gen_ids: list = field(default_factory=list)
+    src_ids: list = field(default_factory=list)
+    psnr_frames: np.ndarray = field(init=False)  # float (n,): face PSNR per frame, NaN where not scored
+
+    def __post_init__(self) -> None:
+        self.psnr_frames = np.full(self.n, np.nan)
+
+    def pixel_row(self) -> dict[str, float | None]:
+        """PSNR/SSIM (face crop box and mouth box of the source) and LMD over frames with a face in both."""
+        return {"psnr_face": _mean([f[0] for f in self.face]), "ssim_face": _mean([f[1] for f in self.face]),
+                "psnr_mouth": _mean([m[0] for m in self.mouth]), "ssim_mouth": _mean([m[1] for m in self.mouth]),
+                "lmd": _mean(self.lmds)}
+
+    def identity(self, protocol: str) -> IdentityScore | None:
+        """CSIM and descriptor distance: reconstruction pairs frame i with source frame i; cross-audio compares
+        every generated frame with the mean source identity."""
+        if not self.gen_ids or not self.src_ids:
             return None
-        g = np.stack([embedder(gen.frames[i], gen.records[i].landmarks) for i in frames])
-        s = np.stack([embedder(src.frames[i], src.records[i].landmarks) for i in frames])
-        return identity_scores(g, s)
-    src_idx = [i for i in range(0, len(src.frames), stride) if src.records[i].found]
-    if not frames or not src_idx:
-        return None
-    ref = np.mean([embedder(src.frames[i], src.records[i].landmarks) for i in src_idx], axis=0)
-    g = np.stack([embedder(gen.frames[i], gen.records[i].landmarks) for i in frames])
-    return identity_scores(g, ref[None])
+        if protocol == "reconstruction":
+            return identity_scores(np.stack(self.gen_ids), np.stack(self.src_ids))
+        return identity_scores(np.stack(self.gen_ids), np.mean(self.src_ids, axis=0)[None])
 
 
-def face_crops(clip: Clip, limit: int | None = None) -> np.ndarray:
-    """uint8 (K, 256, 256, 3) RGB crops of the frames with a face (the first ``limit`` frames)."""
-    return np.stack([crop_face(f, r) for f, r in list(zip(clip.frames, clip.records))[:limit] if r.found])
+def _score_frames(pair: EvalPair, gen: Clip, src: Clip, n: int, embedder: DlibFaceEmbedder | None,
+                  fid: tuple[_Features, _Features] | None, stride: int) -> _Scores:
+    """One pass over the first ``n`` generated frames and every source frame, decoded one at a time: pixel
+    scores and LMD (reconstruction), descriptors of every ``stride``-th frame, FID crops of frames with a face."""
+    scores = _Scores(n)
+    reconstruction = pair.protocol == "reconstruction"
+    gen_frames = itertools.islice(gen.frames(), n)
+    for i, (g, s) in enumerate(itertools.zip_longest(gen_frames, src.frames())):
+        g_rec = gen.records[i] if g is not None else None
+        s_rec = src.records[i] if s is not None else None
+        if reconstruction and g is not None and s is not None and g_rec.found and s_rec.found:
+            scores.face.append(region_scores(s, g, s_rec.crop_box))
+            scores.mouth.append(region_scores(s, g, mouth_box(s_rec.landmarks, s.shape)))
+            scores.lmds.append(frame_lmd(s_rec.landmarks, g_rec.landmarks, s_rec.crop_box))
+            scores.psnr_frames[i] = scores.face[-1][0]
+        if embedder is not None and i % stride == 0:
+            if reconstruction:
+                if g is not None and s is not None and g_rec.found and s_rec.found:
+                    scores.gen_ids.append(embedder(g, g_rec.landmarks))
+                    scores.src_ids.append(embedder(s, s_rec.landmarks))
+            else:
+                if g is not None and g_rec.found:
+                    scores.gen_ids.append(embedder(g, g_rec.landmarks))
+                if s is not None and s_rec.found:
+                    scores.src_ids.append(embedder(s, s_rec.landmarks))
+        if fid is not None:
+            if s is not None and s_rec.found:
+                fid[0].add(crop_face(s, s_rec))
+            if g is not None and g_rec.found:
+                fid[1].add(crop_face(g, g_rec))
+    return scores
 
 
 def evaluate_pair(pair: EvalPair, analyzer: FaceAnalyzer, embedder: DlibFaceEmbedder | None,
                   syncnet: torch.nn.Module | None, inception: FIDInception | None, max_frames: int | None = None,
                   csim_stride: int = 1, device: str = "cpu") -> ClipResult:
-    """All metrics of one pair."""
+    """All metrics of one pair. The frames are streamed (face analysis; one pass for the pixel, identity and
+    FID metrics; one for LSE), never all held: memory is flat in the clips' length."""
     require_video(pair.generated)
     gen = load_clip(pair.generated, analyzer, max_frames)
     src = load_clip(pair.source, analyzer, max_frames)
@@ -97,24 +150,22 @@ def evaluate_pair(pair: EvalPair, analyzer: FaceAnalyzer, embedder: DlibFaceEmbe
     n = check_lengths(pair, gen, src, audio)
     row: dict[str, object] = {"clip": pair.label, "protocol": pair.protocol, "frames": n, "fps": gen.fps}
     row.update(dict.fromkeys(METRICS), note=None)
-    psnr_frames = np.full(n, np.nan)
+    fid = None if inception is None else (_Features(inception, device), _Features(inception, device))
+    scores = _score_frames(pair, gen, src, n, embedder, fid, csim_stride)
     if pair.protocol == "reconstruction":
-        scores, psnr_frames = pixel_scores(gen, src, n)
-        row.update(scores)
-    if embedder is not None and (identity := identity_score(embedder, gen, src, n, pair.protocol, csim_stride)):
+        row.update(scores.pixel_row())
+    if identity := scores.identity(pair.protocol):
         row.update(csim=identity.cosine, id_distance=identity.distance, same_person=identity.same_person)
     features = None
-    if inception is not None:
-        crops_src, crops_gen = face_crops(src), face_crops(gen, n)
-        if min(len(crops_src), len(crops_gen)) >= 2:
-            features = (inception.features(crops_src, device=device), inception.features(crops_gen, device=device))
-            row["fid"] = fid_from_features(*features)
+    if fid is not None and min(fid[0].count, fid[1].count) >= 2:
+        features = (fid[0].result(), fid[1].result())
+        row["fid"] = fid_from_features(*features)
     found = gen.found[:n]
     if syncnet is not None:
         boxes = np.stack([r.box for r in gen.records[:n]])
         boxes[~found] = boxes[found].mean(axis=0)
-        scores = lse(syncnet, gen.frames[:n], boxes, audio, gen.fps, device=device)
-        row.update(lse_c=scores.confidence, lse_d=scores.distance, sync_offset=scores.offset)
+        scores_sync = lse(syncnet, itertools.islice(gen.frames(), n), boxes, audio, gen.fps, device=device)
+        row.update(lse_c=scores_sync.confidence, lse_d=scores_sync.distance, sync_offset=scores_sync.offset)
     mouth = np.array([mouth_opening(r.landmarks) if r.found else np.nan for r in gen.records[:n]])
     mouth[~found] = np.nanmean(mouth)
     envelope = speech_envelope(audio, gen.fps, n)
@@ -125,7 +176,7 @@ def evaluate_pair(pair: EvalPair, analyzer: FaceAnalyzer, embedder: DlibFaceEmbe
             row["note"] = f"AV offset not measurable: {av.problem}"
     row["dub_fps"] = pair.dub_fps if pair.dub_fps is not None else recorded_dub_fps(pair.generated)
     log.info("%s: %s", pair.label, ", ".join(f"{k} {format_value(row[k])}" for k in METRICS if row[k] is not None))
-    return ClipResult(pair, row, psnr_frames, mouth, envelope, gen, src, features)
+    return ClipResult(pair, row, scores.psnr_frames, mouth, envelope, gen, src, features)
 
 
 def mean_row(clips: Sequence[ClipResult]) -> dict[str, object]:
@@ -147,11 +198,11 @@ def mean_row(clips: Sequence[ClipResult]) -> dict[str, object]:
 
 
 def score_pairs(pairs: Sequence[EvalPair | BadPair], score) -> list[ClipResult | PairFailure]:
-    """``score(pair) -> ClipResult`` for every pair, in order; a pair that fails with a :class:`MuseTalkError`
-    (or could not be formed) becomes a :class:`PairFailure` and the others are still scored. When every pair
-    fails, the first error is raised."""
+    """``score(pair) -> ClipResult`` for every pair, in order; a pair that fails (a :class:`MuseTalkError`, any
+    other error as an internal one, or a pair that could not be formed) becomes a :class:`PairFailure` and the
+    others are still scored. When every pair fails, the first error is raised."""
     outcomes: list[ClipResult | PairFailure] = []
-    first_error: MuseTalkError | None = None
+    first_error: Exception | None = None
     for pair in pairs:
         if isinstance(pair, BadPair):
             outcomes.append(PairFailure(pair.label, pair.protocol, str(pair.error)))
@@ -162,6 +213,10 @@ def score_pairs(pairs: Sequence[EvalPair | BadPair], score) -> list[ClipResult |
         except MuseTalkError as exc:
             log.error("%s not scored: %s", pair.label, exc)
             outcomes.append(PairFailure(pair.label, pair.protocol, str(exc)))
+            first_error = first_error or exc
+        except Exception as exc:  # a bug met by one pair: reported in its row (traceback logged), the others go on
+            log.error("%s not scored: internal error", pair.label, exc_info=exc)
+            outcomes.append(PairFailure(pair.label, pair.protocol, f"internal error: {exc.__class__.__name__}: {exc}"))
             first_error = first_error or exc
     if first_error is not None and not any(isinstance(o, ClipResult) for o in outcomes):
         raise first_error

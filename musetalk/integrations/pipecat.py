@@ -108,6 +108,10 @@ class LocalFace:
         return cls(backend, avatar, session)
 
     async def feed(self, samples: np.ndarray) -> None:
+        """Feed the session, waiting while the audio would run more than the engine's cap ahead of its clock
+        (a TTS is faster than real time; the wait holds the frames behind it, never an interruption)."""
+        if (wait := self.session.audio_wait_s(len(samples))) > 0:
+            await asyncio.sleep(wait)
         self.session.feed(samples)
 
     async def end(self) -> None:

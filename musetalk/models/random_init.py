@@ -132,12 +132,15 @@ def write_face_parser(root: Path, seed: int = 0) -> Path:
 
 
 def write_random_models(root: str | Path, size: str = "tiny", versions=("v1.5", "v1.0"),
-                        weights_format: str = "pth", seed: int = 0) -> Path:
-    """A complete models folder with random weights: both UNet versions, sd-vae, taesd, whisper. Returns ``root``."""
+                        weights_format: str = "pth", seed: int = 0, face_parser: bool = True) -> Path:
+    """A complete models folder with random weights: both UNet versions, sd-vae, taesd, whisper and (unless
+    ``face_parser`` is False) the BiSeNet face parser, which has one size only (53 MB). Returns ``root``."""
     root = Path(root)
     for i, version in enumerate(versions):
         write_unet(root, version, size, weights_format, seed + i)
     write_vae(root, size, seed, safe_serialization=weights_format == "safetensors")
     write_taesd(root, size, seed)
     write_whisper(root, size, seed)
+    if face_parser:
+        write_face_parser(root, seed)
     return root

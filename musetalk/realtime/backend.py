@@ -30,7 +30,8 @@ class BackendOptions:
     "vae"; batch_size: most frames per model call; lookahead_s: default audio after a frame's window
     (None: the engine's default); latency_budget_s: a frame this late after its due time is skipped;
     max_sessions: speaking sessions admitted (None: calibrated at start-up); avatar_cache_mb: memory for
-    loaded avatars; jpeg_quality: JPEG of each frame (None: frames carry only their RGB image).
+    loaded avatars; jpeg_quality: JPEG of each frame (None: frames carry only their RGB image);
+    max_audio_ahead_s: audio a session accepts ahead of its clock (None: the engine's default).
     """
 
     models: str | None = None
@@ -45,6 +46,7 @@ class BackendOptions:
     max_sessions: int | None = None
     avatar_cache_mb: float = 1024.0
     jpeg_quality: int | None = 85
+    max_audio_ahead_s: float | None = None
 
 
 @dataclass
@@ -58,14 +60,22 @@ class Backend:
     engine: object
 
 
+def open_store(avatars: str | None, models: str | None, mt, device: str, **options):
+    """The avatars folder as every command opens it for ``mt``: with the face parser of ``models`` when its
+    weights are there (the parsing blend masks), so an avatar one command prepared is not stale for another.
+    ``options`` go to :class:`~musetalk.realtime.avatars.store.AvatarStore`."""
+    from ..face import load_face_parser
+    from .avatars.store import AvatarStore
+
+    return AvatarStore(avatars, mt, parser=load_face_parser(models, device=device), **options)
+
+
 def load_backend(options: BackendOptions) -> Backend:
     """Load the model, open the avatars folder and start the engine as ``options`` say (seconds to minutes:
     the model loads, and without ``max_sessions`` a short calibration measures the capacity)."""
     import torch
 
-    from ..face import load_face_parser
     from ..pipeline.lipsync import MuseTalk
-    from .avatars.store import AvatarStore
     from .engine.admission import calibrate
     from .engine.engine import Engine
     from .engine.streaming import DEFAULT_LOOKAHEAD_S
@@ -74,13 +84,13 @@ def load_backend(options: BackendOptions) -> Backend:
     dtype = torch.float16 if options.fp16 else torch.float32
     mt = MuseTalk.from_pretrained(options.models, version=options.version, device=device, dtype=dtype,
                                   decoder=options.decoder)
-    store = AvatarStore(options.avatars, mt, parser=load_face_parser(options.models, device=device),
-                        cache_mb=options.avatar_cache_mb)
+    store = open_store(options.avatars, options.models, mt, device, cache_mb=options.avatar_cache_mb)
     lookahead = DEFAULT_LOOKAHEAD_S if options.lookahead_s is None else options.lookahead_s
     budget = options.latency_budget_s
     capacity = options.max_sessions or calibrate(mt, options.batch_size, budget)
+    ahead = {} if options.max_audio_ahead_s is None else {"max_audio_ahead_s": options.max_audio_ahead_s}
     engine = Engine(mt, batch_size=options.batch_size, jpeg_quality=options.jpeg_quality, lookahead_s=lookahead,
-                    latency_budget_s=budget, capacity=capacity)
+                    latency_budget_s=budget, capacity=capacity, **ahead)
     log.info("engine on %s (%s decoder, capacity %d), %d avatars in %s", device, options.decoder, capacity,
              len(store.names()), store.root)
     return Backend(mt, store, engine)

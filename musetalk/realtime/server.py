@@ -11,7 +11,8 @@
   body is limited to ``--max-upload-mb`` (413 beyond, from Content-Length or while receiving) and spooled to
   disk; an existing avatar, or one being prepared, is replaced only with ``replace=true`` (409 otherwise); a
   malformed form, name or extension gets 400. Refusals are JSON ``{"type": "error", "message"}``. Accepted
-  uploads are prepared in the background, one at a time (the store's lock); the reply streams the progress
+  uploads are prepared in the background, one at a time (the store's lock), pausing while any session speaks
+  (live sessions first, :mod:`.engine.priority`); the reply streams the progress
   as NDJSON lines ``{"type": "progress", "stage", "done", "total"}``, then ``{"type": "done", "avatar": {...}}``
   or ``{"type": "error", "message"}`` (a failed replacement leaves the old avatar as it was). The
   preparation goes on if the client leaves.
@@ -21,9 +22,12 @@
   needs ``?token=`` or ``Authorization: Bearer`` (401, or the ``error`` message and close 1008 on a
   WebSocket); WebSockets and POSTs from a foreign ``Origin`` get 403 / 1008.
 - ``WS /ws/{avatar}``: the streaming protocol of :mod:`.outputs.ws`.
+- ``POST /whep/{avatar}``, ``DELETE /whep/{avatar}/{id}``, ``GET /ice``: WebRTC sessions (:mod:`.outputs.webrtc`),
+  when aiortc is installed (the ``webrtc`` extra).
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 
@@ -38,6 +42,8 @@ from .avatars.store import AvatarStore
 from .avatars.routes import DEFAULT_MAX_UPLOAD_MB, avatar_router
 from .engine.engine import Engine
 from .web.metrics import engine_registry
+from .outputs.control import Voice
+from .outputs.ice import WebRTCSettings
 from .outputs.ws import register as register_ws
 
 log = logging.getLogger(__name__)
@@ -46,17 +52,19 @@ STATIC = Path(__file__).resolve().parent / "web" / "static"
 
 
 def create_app(store: AvatarStore, engine: Engine, access: AccessPolicy = AccessPolicy(),
-               max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, *, synthesizer=None) -> FastAPI:
+               max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, *, synthesizer=None,
+               webrtc: WebRTCSettings | None = WebRTCSettings()) -> FastAPI:
     """The application serving ``store``'s avatars through ``engine`` (which must encode JPEG), guarded by
     ``access`` (token, origins), taking uploads up to ``max_upload_mb``; ``say`` messages are spoken by
-    ``synthesizer`` (a :class:`musetalk.speech.Synthesizer`; default: the bundled voice, loaded on first use)."""
+    ``synthesizer`` (a :class:`musetalk.speech.Synthesizer`; default: the bundled voice, loaded on first use);
+    WebRTC sessions with ``webrtc``'s settings when aiortc is installed (None: none)."""
     if not engine.jpeg_quality:
         raise MuseTalkError("the server sends JPEG frames: create the Engine with a jpeg_quality")
     app = FastAPI(title="MuseTalk real-time avatars")
     registry = engine_registry(engine)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(AccessGuard, policy=access)
-    app.include_router(avatar_router(store, max_upload_mb))
+    app.include_router(avatar_router(store, max_upload_mb, turn=engine.background.wait_turn))
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
@@ -71,5 +79,12 @@ def create_app(store: AvatarStore, engine: Engine, access: AccessPolicy = Access
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    register_ws(app, store, engine, synthesizer)
+    voice = Voice(synthesizer)
+    register_ws(app, store, engine, voice)
+    if webrtc is not None and importlib.util.find_spec("aiortc") is not None:
+        from .outputs.webrtc import register as register_webrtc
+
+        register_webrtc(app, store, engine, webrtc, voice)
+    elif webrtc is not None:
+        log.info("WebRTC off: aiortc is not installed (pip install 'musetalk[webrtc]')")
     return app

@@ -97,6 +97,19 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return cv2.cvtColor(data, cv2.COLOR_BGR2RGB)
 
 
+def make_writable_output(path: str | os.PathLike) -> None:
+    """Ready ``path`` to be written before any work for it starts: its missing folders are made and a file
+    is created beside it and removed. Raises :class:`VideoError` (what, why, how to fix) when it cannot be."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe_path = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".probe", dir=path.parent)
+    except OSError as exc:
+        raise VideoError(f"cannot write {path}: {exc.strerror}; choose a writable output folder") from None
+    os.close(fd)
+    os.unlink(probe_path)
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it to ``path``, on any error

@@ -42,20 +42,23 @@ def kill_a_busy_worker(run: BatchRun, timeout_s: float = 300) -> int:
 
 
 def bad_rows(folder: Path, clip: Path, speech: Path) -> tuple[list[dict[str, str]], list[str]]:
-    """Rows that must fail (missing file, unreadable video, no face, unreachable input and output URLs)
-    and the start of each reason."""
+    """Rows that must fail (missing file, unreadable video, no face, unreachable input and output URLs, an
+    output under a file, refused before its dub) and the start of each reason."""
     (folder / "broken.mp4").write_bytes(b"not a video")
+    (folder / "afile").write_text("not a folder")
     cv2.imwrite(str(folder / "wall.png"), np.full((240, 320, 3), 128, np.uint8))
     rows = [{"source": "gone.mp4", "audio": str(speech), "output": "a.mp4"},
             {"source": "broken.mp4", "audio": str(speech), "output": "b.mp4"},
             {"source": "wall.png", "audio": str(speech), "output": "c.mp4"},
             {"source": "nosuch://host/x.mp4", "audio": str(speech), "output": "d.mp4"},
-            {"source": str(clip), "audio": str(speech), "output": "nosuch://host/e.mp4"}]
+            {"source": str(clip), "audio": str(speech), "output": "nosuch://host/e.mp4"},
+            {"source": str(clip), "audio": str(speech), "output": "afile/sub/f.mp4"}]
     reasons = [f"video file not found: {folder / 'gone.mp4'}",
                f"cannot read {folder / 'broken.mp4'}: not a video file PyAV can open",
                f"no face found in {folder / 'wall.png'}: use a video or photo",
                "cannot open nosuch://host/x.mp4: Protocol not known: nosuch",
-               "cannot open nosuch://host/e.mp4: Protocol not known: nosuch"]
+               "cannot open nosuch://host/e.mp4: Protocol not known: nosuch",
+               f"cannot write {folder / 'afile' / 'sub' / 'f.mp4'}: Not a directory; choose a writable output folder"]
     return rows, reasons
 
 
@@ -63,8 +66,7 @@ def test_six_jobs_once_each_despite_a_killed_worker_bad_rows_alone_rerun_skips(r
                                                                                clips, speech_short):
     rows = [{"source": str(clip), "audio": str(speech_short), "output": f"out/dub{k}.mp4"}
             for k, clip in enumerate(clips)]
-    broken, reasons = bad_rows(tmp_path, clips[0], speech_short)
-    (tmp_path / "out").mkdir()
+    broken, reasons = bad_rows(tmp_path, clips[0], speech_short)  # out/ does not exist yet: the workers make it
     options = DubOptions(models=str(tiny_models), progress=False)
     run = BatchRun(jobs_from_rows(rows + broken, tmp_path), options, CLUSTER)
     results: list = []
@@ -83,7 +85,7 @@ def test_six_jobs_once_each_despite_a_killed_worker_bad_rows_alone_rerun_skips(r
         assert sum(1 for _ in read_frames(output)) == FRAMES
         samples, rate = decode_audio(output)
         assert abs(len(samples) / rate - DUB_SECONDS) < 0.03
-    assert [r.status for r in bad] == ["failed"] * 5
+    assert [r.status for r in bad] == ["failed"] * 6
     for result, reason in zip(bad, reasons):
         assert result.error.startswith(reason) and "\n" not in result.error
 

@@ -26,11 +26,13 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def avatars(tmp_path_factory, tiny_musetalk, media):
-    """An avatars folder holding "photo" (musk.png), prepared once here and read by every replica."""
+def avatars(tmp_path_factory, tiny_models, tiny_musetalk, media):
+    """An avatars folder holding "photo" (musk.png), prepared once here (with the face parser of the models
+    folder, as `serve` opens it) and read by every replica."""
+    from musetalk.face import load_face_parser
     from musetalk.realtime.avatars.store import AvatarStore
 
-    store = AvatarStore(tmp_path_factory.mktemp("avatars"), tiny_musetalk)
+    store = AvatarStore(tmp_path_factory.mktemp("avatars"), tiny_musetalk, parser=load_face_parser(tiny_models))
     store.prepare(media / "musk.png", "photo")
     return store.root
 

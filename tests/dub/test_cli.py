@@ -119,7 +119,10 @@ def test_bad_inputs_one_line_and_nothing_written(tmp_path, capsys, tiny_models, 
 
 
 def test_parsing_blend_without_weights(tmp_path, capsys, tiny_models, clip10, speech1s):
-    code, err = run_cli(capsys, clip10, speech1s, "-o", tmp_path / "o.mp4", "--models", tiny_models, "--blend", "parsing")
+    import shutil
+
+    models = shutil.copytree(tiny_models, tmp_path / "models", ignore=shutil.ignore_patterns("face-parse-bisent"))
+    code, err = run_cli(capsys, clip10, speech1s, "-o", tmp_path / "o.mp4", "--models", models, "--blend", "parsing")
     assert code == 1
     assert_one_line_error(err, "--blend parsing needs the BiSeNet weights", "face-parse-bisent/79999_iter.pth",
                           "musetalk download")
@@ -219,6 +222,30 @@ def test_jobs_csv(tmp_path, capsys, tiny_models, clip10, speech1s):
     assert "row 2 failed: audio file not found" in captured.err
     assert probe(tmp_path / "a.mp4").num_frames == 25
     assert existing.read_bytes() == b"old" and not (tmp_path / "b.mp4").exists()
+
+
+def test_jobs_create_missing_output_folders_and_refuse_unwritable_outputs_before_dubbing(
+        tmp_path, capsys, monkeypatch, tiny_models, clip10, speech1s):
+    """Row 1 writes under folders that do not exist yet (made); row 2 under a file (refused before its dub:
+    the dub is never called for it)."""
+    from musetalk.pipeline import dub as pipeline
+
+    dubbed = []
+    real_dub = pipeline.dub
+    monkeypatch.setattr(pipeline, "dub", lambda source, audio, output, *a, **k: (
+        dubbed.append(output), real_dub(source, audio, output, *a, **k))[1])
+    (tmp_path / "afile").write_text("not a folder")
+    jobs = tmp_path / "jobs.csv"
+    jobs.write_text(f"source,audio,output\n{clip10},{speech1s},new/deeper/a.mp4\n{clip10},{speech1s},afile/sub/b.mp4\n")
+    code = main(["dub", "--jobs", str(jobs), "--models", str(tiny_models), "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "2 jobs: 1 done, 0 skipped (output exists), 1 failed (rows 2)" in captured.out
+    assert captured.err == (f"musetalk: row 2 failed: cannot write {tmp_path / 'afile' / 'sub' / 'b.mp4'}: "
+                            "Not a directory; choose a writable output folder\n")
+    assert dubbed == [tmp_path / "new" / "deeper" / "a.mp4"]
+    assert probe(tmp_path / "new" / "deeper" / "a.mp4").num_frames == 25
+    assert sorted(p.name for p in (tmp_path / "new" / "deeper").iterdir()) == ["a.mp4"]
 
 
 def test_jobs_csv_needs_its_columns(tmp_path, capsys):

@@ -129,14 +129,8 @@ def test_stereo_48k_audio_is_muxed_at_its_own_rate(tmp_path, tiny_musetalk, clip
 
 
 def test_parsing_blend_with_bisenet_weights(tmp_path, tiny_models, clip10, speech1s, captured):
-    import shutil
-
-    from musetalk.models.random_init import write_face_parser
-
-    models = shutil.copytree(tiny_models, tmp_path / "models")
-    write_face_parser(models)
     out = tmp_path / "parsed.mp4"
-    dub(clip10, speech1s, out, DubOptions(models=str(models), blend="parsing", end=0.2, **FAST))
+    dub(clip10, speech1s, out, DubOptions(models=str(tiny_models), blend="parsing", end=0.2, **FAST))
     source = list(read_frames(clip10))
     assert probe(out).num_frames == 5 and len(captured) == 5
     np.testing.assert_array_equal(captured[0][:150], source[0][:150])

@@ -5,6 +5,30 @@ import numpy as np
 import pytest
 
 VIDEO_FRAMES = 4
+MIC_SECONDS = 4
+
+
+@pytest.fixture(scope="module")
+def chromium(tmp_path_factory, speech):
+    """Headless system Chromium (Playwright) whose fake microphone loops sun.wav's first 4 s; one per test
+    module (Playwright's sync API stays out of the other modules' event loops)."""
+    import soundfile
+
+    from .browser import launch
+
+    wav = tmp_path_factory.mktemp("browser") / "mic.wav"
+    soundfile.write(wav, speech[: 16000 * MIC_SECONDS], 16000, subtype="PCM_16")
+    with launch(wav) as browser:
+        yield browser
+
+
+@pytest.fixture
+def browser(chromium):
+    """A page of ``chromium`` in a fresh context (:class:`tests.realtime.browser.Page`), closed after the test."""
+    from .browser import new_page
+
+    with new_page(chromium) as page:
+        yield page
 
 
 @pytest.fixture(scope="session")

@@ -133,3 +133,44 @@ def test_without_a_token_only_the_origin_is_checked(store, engine):
             expect_refusal(ws, foreign_origin(FOREIGN))
         with client.websocket_connect("/ws/photo") as ws:
             speak(ws)
+
+
+def foreign_host(host: str) -> str:
+    return (f"host {host} not allowed: open the page at an address the server listens on (127.0.0.1, localhost) "
+            f"or add --allow-host")
+
+
+def test_loopback_without_a_token_refuses_a_foreign_host(store, engine):
+    """DNS rebinding: a page of evil.example whose name now resolves to 127.0.0.1 sends its own Host and Origin."""
+    from musetalk.realtime.web.access import served_hosts
+
+    rebound = {"Host": "evil.example:8000", "Origin": "http://evil.example:8000"}
+    policy = AccessPolicy(hosts=served_hosts("127.0.0.1", ["Avatar.LAN"]))
+    with TestClient(create_app(store, engine, policy), base_url="http://127.0.0.1:8000") as client:
+        refused = client.get("/avatars", headers=rebound)
+        assert (refused.status_code, refused.json()["message"]) == (403, foreign_host("evil.example:8000"))
+        assert client.get("/", headers=rebound).status_code == 403
+        with client.websocket_connect("/ws/photo", headers=rebound) as ws:
+            expect_refusal(ws, foreign_host("evil.example:8000"))
+        assert client.get("/avatars").status_code == 200
+        for host in ("localhost:8000", "[::1]:8000", "avatar.lan:8000"):
+            assert client.get("/avatars", headers={"Host": host}).status_code == 200, host
+        with client.websocket_connect("/ws/photo", headers={"Host": "localhost:8000",
+                                                            "Origin": "http://localhost:8000"}) as ws:
+            speak(ws)
+
+
+def test_serve_passes_its_address_and_allowed_hosts(tmp_path):
+    """``serve --allow-host`` reaches the policy; a token makes the Host check unnecessary."""
+    import argparse
+
+    from musetalk.cli import serve
+    from musetalk.realtime.web.access import served_hosts
+
+    parser = argparse.ArgumentParser()
+    serve.register(parser.add_subparsers())
+    args = parser.parse_args(["serve", "--host", "127.0.0.2", "--allow-host", "kiosk.lan"])
+    assert serve.access_policy(args).hosts == served_hosts("127.0.0.2", ["kiosk.lan"])
+    assert {"127.0.0.2", "kiosk.lan", "localhost"} <= set(serve.access_policy(args).hosts)
+    with_token = parser.parse_args(["serve", "--token", TOKEN])
+    assert serve.access_policy(with_token).token == TOKEN

@@ -101,7 +101,7 @@ def test_cli_prepare_list_remove(tmp_path, tiny_models, media, capsys):
     assert main(["avatar", "prepare", str(media / "musk.png"), "--name", "musk", "--avatars", avatars,
                  "--models", str(tiny_models), "--device", "cpu"]) == 0
     meta = json.loads((tmp_path / "avatars" / "musk" / "avatar.json").read_text())
-    assert meta["num_frames"] == 1 and meta["mask"] == "landmarks"
+    assert meta["num_frames"] == 1 and meta["mask"] == "parsing"  # the models folder has the face parser
     capsys.readouterr()
     assert main(["avatar", "list", "--avatars", avatars]) == 0
     out = capsys.readouterr().out

@@ -1,14 +1,10 @@
 """The page in a real browser: headless Chromium (system package) with a fake microphone fed from a WAV
-file, driven over the DevTools protocol. The page opens a live session per avatar: the avatar shows at once
+file, driven by Playwright (tests/realtime/browser.py). The page opens a live session per avatar: the avatar shows at once
 (poster), stays at rest, speaks typed text, the microphone and WAV files, and shows refusals."""
 from __future__ import annotations
 
 import contextlib
 import math
-import socket
-import threading
-import time
-from typing import Iterator
 
 import cv2
 import numpy as np
@@ -18,34 +14,12 @@ import soundfile
 from musetalk.realtime.web.access import AccessPolicy
 from musetalk.realtime.server import create_app
 
-from .cdp import Browser, chromium_binary
+from .browser import Page, serving
 
 TOKEN = "page-token-123"
 SENTENCE = "Hello there, nice to meet you."
 CANVAS_RECT = ("(() => { const r = document.getElementById('view').getBoundingClientRect();"
                " return {x: r.x, y: r.y, width: r.width, height: r.height}; })()")
-
-
-@contextlib.contextmanager
-def running(app) -> Iterator[str]:
-    """``app`` served by uvicorn on a free port (in a thread) while inside; yields its URL."""
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -63,34 +37,21 @@ def serve(store, engine, browser):
     """``serve(**options)`` starts ``create_app(store, engine, **options)``; returns its URL. Afterwards the
     browser leaves the page (closing its session) before the server stops."""
     with contextlib.ExitStack() as stack:
-        yield lambda **options: stack.enter_context(running(create_app(store, engine, **options)))
-        browser.call("Page.navigate", url="about:blank")
+        yield lambda **options: stack.enter_context(serving(create_app(store, engine, **options)))
+        browser.goto("about:blank")
 
 
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory, speech):
-    binary = chromium_binary()
-    if binary is None:
-        pytest.skip("chromium is not installed (apt-get install chromium; .ci/run installs it)")
-    folder = tmp_path_factory.mktemp("browser")
-    wav = folder / "mic.wav"
-    soundfile.write(wav, speech[: 16000 * 4], 16000, subtype="PCM_16")
-    browser = Browser(binary, folder / "profile", wav)
-    browser.call("Page.enable")
-    yield browser
-    browser.close()
-
-
-def open_page(browser: Browser, url: str, avatar: str | None = None) -> None:
-    """Load the page, wait for the avatar list, and pick ``avatar`` (default: the first, "photo")."""
-    browser.call("Page.navigate", url=url)
+def open_page(browser: Page, url: str, avatar: str | None = None, transport: str = "ws") -> None:
+    """Load the page over ``transport`` (?transport=), wait for the avatar list, and pick ``avatar``
+    (default: the first, "photo")."""
+    browser.goto(url + ("&" if "?" in url else "?") + f"transport={transport}")
     browser.wait_for("document.querySelectorAll('#avatar option').length === 2", 30)
     if avatar:
         browser.evaluate(f"(() => {{ const m = document.getElementById('avatar'); m.value = '{avatar}';"
                          f" m.dispatchEvent(new Event('change')); }})()")
 
 
-def wait_stats(browser: Browser, condition: str, timeout: float) -> dict:
+def wait_stats(browser: Page, condition: str, timeout: float) -> dict:
     """window.musetalk once ``condition`` (JS over ``s``, the counters) holds; fails fast on a page error."""
     value = browser.wait_for(f"(s => s.error ? {{pageError: s.error}} : ({condition}) && s)(window.musetalk)",
                              timeout)
@@ -98,7 +59,7 @@ def wait_stats(browser: Browser, condition: str, timeout: float) -> dict:
     return value
 
 
-def canvas_pixels(browser: Browser) -> np.ndarray:
+def canvas_pixels(browser: Page) -> np.ndarray:
     """The canvas as shown on the page, uint8 (H, W, 3) BGR."""
     rect = browser.evaluate(CANVAS_RECT)
     return cv2.imdecode(np.frombuffer(browser.screenshot(rect), np.uint8), cv2.IMREAD_COLOR)
@@ -108,7 +69,7 @@ def assert_not_blank(image: np.ndarray) -> None:
     assert image.std() > 20 and len(np.unique(image.reshape(-1, 3), axis=0)) > 1000, "canvas looks blank"
 
 
-def text_of(browser: Browser, element: str) -> str:
+def text_of(browser: Page, element: str) -> str:
     return browser.evaluate(f"document.getElementById('{element}').textContent")
 
 
@@ -145,7 +106,7 @@ def test_typed_sentence_is_spoken_then_rest(browser, serve, synthesizer):
     assert played["audioPlayed"] <= seconds + 0.05
     assert_not_blank(canvas_pixels(browser))
     line = text_of(browser, "stats")
-    assert line.startswith("rest · ") and " fps · latency " in line and " · skipped " in line, line
+    assert line.startswith("rest · WebSocket · ") and " fps · latency " in line and " · skipped " in line, line
 
 
 @pytest.mark.timeout(180)
@@ -184,10 +145,7 @@ def test_wav_file_is_spoken_and_played(browser, serve, speech, tmp_path):
     soundfile.write(clip, np.repeat(speech[:16000][:, None], 2, axis=1), 16000, subtype="PCM_16")
     open_page(browser, serve() + "/", avatar="video")
     wait_stats(browser, "s.state === 'rest'", 60)
-    browser.call("DOM.enable")
-    node = browser.call("DOM.querySelector", nodeId=browser.call("DOM.getDocument")["root"]["nodeId"],
-                        selector="#wav")["nodeId"]
-    browser.call("DOM.setFileInputFiles", files=[str(clip)], nodeId=node)
+    browser.set_files("#wav", [clip])
     final = wait_stats(browser, "s.utterances === 1 && s.audioPlayed >= 0.99", 120)
     assert final["utteranceFrames"] == 25 and final["sentBytes"] == 32000
     size = browser.evaluate("(() => { const c = document.getElementById('view'); return [c.width, c.height]; })()")
@@ -209,7 +167,7 @@ def test_refusal_is_shown_when_the_server_is_full(browser, store, engine_for_one
     refused with 1013 and the page shows why."""
     from websockets.sync.client import connect
 
-    with running(create_app(store, engine_for_one)) as url, connect(url.replace("http", "ws") + "/ws/photo"):
+    with serving(create_app(store, engine_for_one)) as url, connect(url.replace("http", "ws") + "/ws/photo"):
         open_page(browser, url + "/")
         refused = browser.wait_for("window.musetalk.state === 'refused' && window.musetalk", 30)
     assert refused["refusal"].startswith("server full: 1 of 1 sessions in use; try again later"), refused

@@ -135,3 +135,28 @@ def test_synthesis_fault_fails_the_session_with_1011(store, engine, speech):
             reply = json.loads(msg["text"])
             assert reply == {"type": "error", "message": "speech synthesis failed: the voice broke"}
             assert ws.receive() == {"type": "websocket.close", "code": 1011, "reason": reply["message"]}
+
+
+class SilentSynthesizer(FakeSynthesizer):
+    """Speaks no sentence at all: the say then has no utterance to end."""
+
+    def sentences(self, text: str):
+        self.texts.append(check_text(text))
+        yield from ()
+
+
+def test_a_session_error_inside_say_fails_the_session_with_its_reason(store, engine, speech):
+    """The say task's own SessionError reaches the client (it used to die in a task nobody awaited, the
+    session streaming rest frames as if nothing happened)."""
+    with TestClient(create_app(store, engine, synthesizer=SilentSynthesizer(speech))) as client:
+        with client.websocket_connect("/ws/photo?live=1&lookahead=0.1") as ws:
+            ws.receive_bytes()  # at rest
+            ws.send_text(json.dumps({"type": "say", "text": "Hello."}))
+            for _ in range(100):  # 4 s of rest frames at most
+                if (msg := ws.receive()).get("text") is not None and json.loads(msg["text"])["type"] == "error":
+                    break
+            else:
+                pytest.fail("no error within 100 messages")
+            reply = json.loads(msg["text"])
+            assert reply == {"type": "error", "message": "say failed: no utterance to end: send audio first"}
+            assert ws.receive() == {"type": "websocket.close", "code": 1011, "reason": reply["message"]}

@@ -10,6 +10,7 @@ import pytest
 @pytest.mark.parametrize("flags, message", [
     (["--max-sessions", "0"], "--max-sessions must be at least 1, got 0"),
     (["--latency-budget-ms=-5"], "--latency-budget-ms must be positive, got -5"),
+    (["--max-audio-ahead-s", "0"], "--max-audio-ahead-s must be positive, got 0"),
 ])
 def test_bad_serve_flags(tmp_path, flags, message):
     run = subprocess.run([sys.executable, "-m", "musetalk.cli.main", "serve", "--models", str(tmp_path), *flags],

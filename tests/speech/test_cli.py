@@ -19,13 +19,19 @@ def hello_seconds(synthesizer) -> float:
 
 
 @pytest.fixture(scope="module")
-def avatars(tmp_path_factory, tiny_musetalk, media):
-    """An avatars folder with "photo" (musk.png) prepared for the tiny models."""
+def store(tmp_path_factory, tiny_models, tiny_musetalk):
+    """An avatars folder for the tiny models, opened as the commands open it (with the face parser)."""
+    from musetalk.face import load_face_parser
     from musetalk.realtime.avatars.store import AvatarStore
 
-    root = tmp_path_factory.mktemp("avatars")
-    AvatarStore(root, tiny_musetalk).prepare(media / "musk.png", "photo")
-    return root
+    return AvatarStore(tmp_path_factory.mktemp("avatars"), tiny_musetalk, parser=load_face_parser(tiny_models))
+
+
+@pytest.fixture(scope="module")
+def avatars(store, media):
+    """The avatars folder with "photo" (musk.png) prepared for the tiny models."""
+    store.prepare(media / "musk.png", "photo")
+    return store.root
 
 
 def audio_seconds(path) -> float:
@@ -95,11 +101,10 @@ def test_dub_text_refusals(tmp_path, capsys, tiny_models, media):
                    f"cannot write {tmp_path / 'no' / 'o.mp4'}: folder {tmp_path / 'no'} does not exist", tmp_path)
 
 
-def test_a_slow_writer_loses_no_frame(tmp_path, monkeypatch, tiny_musetalk, avatars, media):
+def test_a_slow_writer_loses_no_frame(tmp_path, monkeypatch, tiny_musetalk, store, avatars, media):
     """The recording waits for its writer: the writer holds its first frame until the engine has made
     every other one (55 frames, more than a real-time client may have waiting), and all are written."""
     from musetalk.audio import load_audio
-    from musetalk.realtime.avatars.store import AvatarStore
     from musetalk.realtime.engine.engine import Engine
     from musetalk.realtime.outputs.recording import render_speech
     from musetalk.video.io import VideoWriter
@@ -120,7 +125,25 @@ def test_a_slow_writer_loses_no_frame(tmp_path, monkeypatch, tiny_musetalk, avat
     monkeypatch.setattr(Engine, "open", recorded_open)
     monkeypatch.setattr(VideoWriter, "write", held_write)
     samples = load_audio(media / "sun.wav")[: 2 * 16000 + 3200]
-    avatar = AvatarStore(avatars, tiny_musetalk).load("photo")
+    avatar = store.load("photo")
     result = render_speech(tiny_musetalk, avatar, samples, tmp_path / "held.mp4")
     assert sessions[0].queue_depth == 0
     assert result.frames == 55 and probe(tmp_path / "held.mp4").num_frames == 55
+
+
+@pytest.mark.parametrize("decoder", ["vae", "tiny"])
+def test_say_speaks_an_avatar_prepared_by_the_cli_with_the_same_models(tmp_path, capsys, tiny_models, media,
+                                                                      hello_seconds, decoder):
+    """`avatar prepare` and `say` open the store alike (face parser from the models folder, same decoder):
+    the avatar `prepare` made is not stale for `say`."""
+    import json
+
+    avatars = tmp_path / "avatars"
+    common = ("--avatars", avatars, "--models", tiny_models, "--device", "cpu", "--decoder", decoder)
+    assert run_cli(capsys, "avatar", "prepare", media / "musk.png", "--name", "musk", *common)[0] == 0
+    assert json.loads((avatars / "musk" / "avatar.json").read_text())["mask"] == "parsing"
+    out = tmp_path / "hello.mp4"
+    code, stdout, err = run_cli(capsys, "say", HELLO, "--avatar", "musk", "-o", out, *common)
+    frames = math.floor(hello_seconds * 25)
+    assert (code, err) == (0, "") and stdout == f"{out}: {frames} frames at 25 fps, {hello_seconds:.2f} s of speech\n"
+    assert probe(out).num_frames == frames

@@ -17,6 +17,7 @@ Uploaded sources are kept in ``AVATARS/.sources/NAME/`` so an avatar can be prep
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -60,20 +61,11 @@ class Packed:
     data: np.ndarray
     offsets: np.ndarray
 
-    @classmethod
-    def of(cls, items: list[bytes]) -> "Packed":
-        offsets = np.concatenate([[0], np.cumsum([len(b) for b in items], dtype=np.int64)]).astype(np.int64)
-        return cls(np.frombuffer(b"".join(items), np.uint8), offsets)
-
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
     def __getitem__(self, i: int) -> memoryview:
         return memoryview(self.data[self.offsets[i] : self.offsets[i + 1]])
-
-    def save(self, folder: Path, stem: str) -> None:
-        self.data.tofile(folder / f"{stem}.bin")
-        np.save(folder / f"{stem}.idx.npy", self.offsets)
 
     @classmethod
     def open(cls, folder: Path, stem: str) -> "Packed":
@@ -107,17 +99,125 @@ def unpack_mask(data: memoryview, box: np.ndarray) -> np.ndarray:
     return flat.reshape(int(box[3] - box[1]), int(box[2] - box[0]))
 
 
-def write_avatar(folder: Path, data: AvatarData, meta: dict) -> None:
-    """Write every file of an avatar into ``folder`` (``avatar.json`` last)."""
-    from ...face import save_records
+class PackedWriter:
+    """Writes a :class:`Packed` pair (``STEM.bin``, ``STEM.idx.npy``) item by item: the items go to disk as
+    they come, only their offsets (8 bytes each) stay in memory."""
 
-    data.frames.save(folder, "frames")
-    data.masks.save(folder, "masks")
-    np.save(folder / "latents.npy", data.latents)
-    np.save(folder / "mask_box.npy", data.mask_box)
-    np.save(folder / "order.npy", data.order)
-    save_records(folder / "records.npz", data.records)
-    (folder / "avatar.json").write_text(json.dumps(meta, indent=1))
+    def __init__(self, folder: Path, stem: str) -> None:
+        self._index = folder / f"{stem}.idx.npy"
+        self._file = open(folder / f"{stem}.bin", "wb")
+        self._offsets = [0]
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def append(self, item: bytes | memoryview) -> None:
+        self._file.write(item)
+        self._offsets.append(self._offsets[-1] + len(item))
+
+    def close(self) -> None:
+        """Flush the data and write the index, int64 (N+1,) byte offsets (once)."""
+        if self._file.closed:
+            return
+        self._file.close()
+        np.save(self._index, np.asarray(self._offsets, np.int64))
+
+
+class RowsWriter:
+    """A ``.npy`` file of rows of ``row_shape`` and ``dtype`` written block by block, byte for byte what
+    ``np.save`` writes for the whole array: the header is rewritten with the row count on :meth:`close`
+    (numpy pads the header for a growing first axis, so its length does not change)."""
+
+    def __init__(self, path: Path, row_shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.row_shape, self.dtype, self.rows = tuple(row_shape), np.dtype(dtype), 0
+        self._file = open(path, "wb")
+        self._header = self._header_for(0)
+        self._file.write(self._header)
+
+    def _header_for(self, rows: int) -> bytes:
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(header, {"descr": np.lib.format.dtype_to_descr(self.dtype),
+                                                      "fortran_order": False, "shape": (rows, *self.row_shape)})
+        return header.getvalue()
+
+    def append(self, block: np.ndarray) -> None:
+        """Rows ``block`` of shape (n, *row_shape), written as ``dtype``."""
+        if tuple(block.shape[1:]) != self.row_shape:
+            raise ValueError(f"rows of shape {self.row_shape} expected, got {block.shape[1:]}")
+        self._file.write(np.ascontiguousarray(block, self.dtype).tobytes())
+        self.rows += len(block)
+
+    def close(self) -> None:
+        """Write the header with the row count (once)."""
+        if self._file.closed:
+            return
+        header = self._header_for(self.rows)
+        if len(header) != len(self._header):
+            raise AvatarError(f"{self._file.name}: the .npy header grew with {self.rows} rows; numpy >= 1.26 pads it")
+        self._file.seek(0)
+        self._file.write(header)
+        self._file.close()
+
+
+class AvatarWriter:
+    """Writes an avatar folder while its frames are prepared, in frame order: :meth:`add_frame` as soon as a
+    frame is encoded, :meth:`add_face` once its analysis (latents, mask) is done, :meth:`finish` last.
+
+    Memory holds only the per-frame bookkeeping: offsets, mask boxes and face records (about 1 KB a
+    frame); frames, latents and masks are on disk once added. Use it as a context manager: the files are
+    closed on leaving (the caller writes into a staging folder and deletes it on failure)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._frames = PackedWriter(folder, "frames")
+        self._masks = PackedWriter(folder, "masks")
+        self._latents = RowsWriter(folder / "latents.npy", (8, 32, 32), np.float32)
+        self._boxes: list[np.ndarray] = []
+        self.records: list = []
+
+    @property
+    def frames(self) -> int:
+        return len(self._frames)
+
+    def add_frame(self, jpeg: bytes) -> None:
+        """The next source frame as stored (JPEG bytes)."""
+        self._frames.append(jpeg)
+
+    def add_faces(self, records: list, latents: np.ndarray, boxes: np.ndarray, masks: list[bytes]) -> None:
+        """The analysis of the next ``len(records)`` frames: FaceRecords, latents float32 (n, 8, 32, 32)
+        (zeros without a face), mask boxes int32 (n, 4) and masks packed by :func:`pack_mask` (b"" without
+        a face); their frames were added before."""
+        if len(self.records) + len(records) > len(self._frames):
+            raise AvatarError(f"faces of {len(self.records) + len(records)} frames added for {len(self._frames)} frames")
+        self._latents.append(latents)
+        self._boxes.extend(np.asarray(boxes, np.int32).reshape(-1, 4))
+        for mask in masks:
+            self._masks.append(mask)
+        self.records.extend(records)
+
+    def finish(self, meta: dict) -> None:
+        """Write the remaining files, ``avatar.json`` last."""
+        from ...face import save_records
+
+        n = len(self._frames)
+        if len(self.records) != n:
+            raise AvatarError(f"faces of {len(self.records)} frames added for {n} frames")
+        self.close()
+        np.save(self.folder / "mask_box.npy", np.asarray(self._boxes, np.int32).reshape(n, 4))
+        np.save(self.folder / "order.npy", np.concatenate([np.arange(n), np.arange(n)[::-1]]).astype(np.int64))
+        save_records(self.folder / "records.npz", self.records)
+        (self.folder / "avatar.json").write_text(json.dumps(meta, indent=1))
+
+    def close(self) -> None:
+        """Close the files being written (:meth:`finish` does it too)."""
+        for writer in (self._frames, self._masks, self._latents):
+            writer.close()
+
+    def __enter__(self) -> "AvatarWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def read_avatar(folder: Path) -> AvatarData:

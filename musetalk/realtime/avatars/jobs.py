@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import AsyncIterator
 
 from ...errors import MuseTalkError
+from .prepare import Turn, no_wait
 from .store import AvatarStore, PrepareSettings
 
 log = logging.getLogger(__name__)
@@ -63,10 +64,13 @@ class PreparationJob:
 
 
 class PreparationJobs:
-    """The preparations of one server (by avatar name); the latest job of a name is kept for its status."""
+    """The preparations of one server (by avatar name); the latest job of a name is kept for its status.
+    ``turn``: called before each step of a preparation (the engine's ``background.wait_turn``: live
+    sessions first)."""
 
-    def __init__(self, store: AvatarStore) -> None:
+    def __init__(self, store: AvatarStore, turn: Turn = no_wait) -> None:
         self.store = store
+        self.turn = turn
         self._jobs: dict[str, PreparationJob] = {}
         self._tasks: set[asyncio.Task] = set()
 
@@ -91,7 +95,8 @@ class PreparationJobs:
 
     async def _run(self, job: PreparationJob, source: Path, settings: PrepareSettings) -> None:
         try:
-            avatar = await asyncio.to_thread(self.store.prepare, source, job.name, settings, job.progress, True)
+            avatar = await asyncio.to_thread(self.store.prepare, source, job.name, settings, job.progress, True,
+                                              self.turn)
         except MuseTalkError as exc:
             source.unlink()
             job.finish({"type": "error", "message": str(exc)})

@@ -1,8 +1,9 @@
 """Preparation: a video or photo turned into an avatar's data (faces, stored frames, latents, blend masks).
 
-Frames stream through: each source frame is JPEG-encoded once, and everything else (faces, crops, latents,
-masks) is computed from the *decoded* JPEG, so the stored frames are exactly the frames the engine pastes
-onto. Memory stays at one batch of decoded frames plus the JPEGs, whatever the video's length.
+Frames stream through: each source frame is decoded, JPEG-encoded once and written, and everything else
+(faces, crops, latents, masks) is computed from the *decoded* JPEG, so the stored frames are exactly the
+frames the engine pastes onto. Memory stays at one batch of decoded frames plus about 1 KB a frame of
+bookkeeping (offsets, mask boxes, face records), whatever the video's length.
 """
 from __future__ import annotations
 
@@ -14,14 +15,16 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ...errors import FaceError
-from .format import AvatarData, Packed, pack_mask
+from .format import AvatarWriter, pack_mask
 
 PHOTO_FPS = 25.0
 LATENT_BATCH = 16
 
+Turn = Callable[[], None]
+"""turn(): called before each step of a preparation; returns when the preparation may go on."""
 Progress = Callable[[str, int, int], None]
-"""progress(stage, done, total): stages "faces" (read and detect; total 0 when unknown), "latents", "masks",
-"save"."""
+"""progress(stage, done, total): frames done of ``total`` source frames (0 when unknown) in stages "faces"
+(read, store and detect, per frame), "latents" and "masks" (per batch of faces); then "save" 1 of 1."""
 
 
 @dataclass(frozen=True)
@@ -55,36 +58,56 @@ class PrepareSettings:
 
 @dataclass(frozen=True)
 class Prepared:
-    """The data of a prepared avatar and the facts about its source (fps, size in pixels)."""
+    """What a preparation wrote: ``frames`` source frames, ``faces`` of them with a face, the source's fps
+    and frame size in pixels."""
 
-    data: AvatarData
+    frames: int
+    faces: int
     fps: float
     width: int
     height: int
-
-    @property
-    def faces(self) -> int:
-        return sum(r.found for r in self.data.records)
 
 
 def silent(stage: str, done: int, total: int) -> None:
     """A progress callback that does nothing."""
 
 
-def prepare_data(source: Path, settings: PrepareSettings, mt, parser, progress: Progress) -> Prepared:
-    """Prepare ``source`` with resolved ``settings`` for model ``mt`` (``parser``: optional FaceParser)."""
-    from ...video.jpeg import decode_jpeg
+def no_wait() -> None:
+    """A ``turn`` callback for preparations that yield to nobody."""
 
-    jpegs, records, fps = _store_and_analyze(source, settings, mt.version, progress)
-    if not any(r.found for r in records):
-        raise FaceError(f"no face found in any of the {len(jpegs)} frames of {source}: use a clear frontal face")
-    frames = Packed.of(jpegs)
-    latents, mask_box, masks = _latents_and_masks(frames, records, settings, mt, parser, progress)
-    n = len(jpegs)
-    order = np.concatenate([np.arange(n), np.arange(n)[::-1]]).astype(np.int64)
-    height, width = decode_jpeg(frames[0]).shape[:2]
-    data = AvatarData(frames=frames, records=records, latents=latents, mask_box=mask_box, masks=masks, order=order)
-    return Prepared(data, fps, int(width), int(height))
+
+def prepare_into(writer: AvatarWriter, source: Path, settings: PrepareSettings, mt, parser, progress: Progress,
+                 turn: Turn = no_wait) -> Prepared:
+    """Prepare ``source`` with resolved ``settings`` for model ``mt`` (``parser``: optional FaceParser) into
+    ``writer``, frame by frame: each frame is decoded, JPEG-encoded and written, its face analysed on the
+    decoded JPEG; every ``LATENT_BATCH`` faces, their latents (one model call) and masks are written.
+
+    ``turn()`` is called before each step (a frame, a model call, a mask) and may block: how a preparation
+    yields to live sessions (:class:`musetalk.realtime.engine.priority.BackgroundLane`). Memory: at most
+    ``LATENT_BATCH`` decoded frames plus the writer's bookkeeping, whatever the video's length."""
+    from ...video.jpeg import decode_jpeg, encode_jpeg
+
+    frames, fps, total = _source_frames(source, settings.max_frames)
+    analyze = _face_analysis(settings, mt.version, fps)
+    pending: list[tuple[np.ndarray | None, object]] = []  # (decoded frame, or None without a face; record)
+    faces, height, width = 0, 0, 0
+    for frame in frames:
+        turn()
+        jpeg = encode_jpeg(frame, settings.jpeg_quality)
+        writer.add_frame(jpeg)
+        image = decode_jpeg(jpeg)
+        height, width = image.shape[:2]
+        record = analyze(image)
+        pending.append((image if record.found else None, record))
+        faces += record.found
+        progress("faces", writer.frames, total)
+        if sum(r.found for _, r in pending) == LATENT_BATCH:
+            _write_faces(writer, pending, settings, mt, parser, progress, total, turn)
+    if pending:
+        _write_faces(writer, pending, settings, mt, parser, progress, total, turn)
+    if not faces:
+        raise FaceError(f"no face found in any of the {writer.frames} frames of {source}: use a clear frontal face")
+    return Prepared(writer.frames, faces, fps, int(width), int(height))
 
 
 def _source_frames(source: Path, max_frames: int | None) -> tuple[Iterator[np.ndarray], float, int]:
@@ -100,47 +123,39 @@ def _source_frames(source: Path, max_frames: int | None) -> tuple[Iterator[np.nd
     return islice(read_frames(source), max_frames), float(info.fps), total
 
 
-def _store_and_analyze(source: Path, settings: PrepareSettings, version: str,
-                       progress: Progress) -> tuple[list[bytes], list, float]:
-    """The JPEG of every frame and the FaceRecord of its decoded pixels, and the fps."""
+def _face_analysis(settings: PrepareSettings, version: str, fps: float) -> Callable[[np.ndarray], object]:
+    """The FaceRecord of each frame in turn: recorded ones (``settings.face_records``) or analysed."""
     from ...face import FaceAnalyzer, RecordedFaces
-    from ...video.jpeg import decode_jpeg, encode_jpeg
 
-    frames, fps, total = _source_frames(source, settings.max_frames)
     if settings.face_records:
-        analyze = RecordedFaces(settings.face_records)
-    else:
-        analyze = FaceAnalyzer(version=version, bbox_shift=settings.bbox_shift, extra_margin=settings.extra_margin,
-                               smooth=settings.smooth, face_index=settings.face_index, fps=fps).analyze
-    jpegs, records = [], []
-    for frame in frames:
-        jpegs.append(encode_jpeg(frame, settings.jpeg_quality))
-        records.append(analyze(decode_jpeg(jpegs[-1])))
-        progress("faces", len(jpegs), total)
-    return jpegs, records, fps
+        return RecordedFaces(settings.face_records)
+    return FaceAnalyzer(version=version, bbox_shift=settings.bbox_shift, extra_margin=settings.extra_margin,
+                        smooth=settings.smooth, face_index=settings.face_index, fps=fps).analyze
 
 
-def _latents_and_masks(frames: Packed, records: list, settings: PrepareSettings, mt, parser,
-                       progress: Progress) -> tuple[np.ndarray, np.ndarray, Packed]:
-    """Latents float32 (N, 8, 32, 32) (zeros without a face), mask boxes int32 (N, 4) and packed masks."""
+def _write_faces(writer: AvatarWriter, pending: list, settings: PrepareSettings, mt, parser, progress: Progress,
+                 total: int, turn: Turn) -> None:
+    """Latents (one model call over the faces) and blend masks of the ``pending`` (frame, record) pairs,
+    written in frame order (zeros and empty masks without a face); empties ``pending``."""
     from ...face import crop_face, make_blend_mask
-    from ...video.jpeg import decode_jpeg
 
-    n = len(frames)
-    latents = np.zeros((n, 8, 32, 32), np.float32)
-    boxes = np.zeros((n, 4), np.int32)
-    masks = [b""] * n
-    found = [i for i in range(n) if records[i].found]
-    for start in range(0, len(found), LATENT_BATCH):
-        part = found[start : start + LATENT_BATCH]
-        images = [decode_jpeg(frames[i]) for i in part]
-        crops = np.stack([crop_face(image, records[i]) for i, image in zip(part, images)])
-        latents[part] = mt.unet_input(crops, crops).float().cpu().numpy()
-        progress("latents", start + len(part), len(found))
-        for i, image in zip(part, images):
-            mask = make_blend_mask(image.shape, records[i], settings.blend_mode, parser=parser, frame=image,
-                                   blur_ratio=settings.blur_ratio).to_dict()
-            boxes[i] = mask["box"]
-            masks[i] = pack_mask(mask["mask"])
-        progress("masks", start + len(part), len(found))
-    return latents, boxes, Packed.of(masks)
+    found = [k for k, (_, record) in enumerate(pending) if record.found]
+    latents = np.zeros((len(pending), 8, 32, 32), np.float32)
+    boxes = np.zeros((len(pending), 4), np.int32)
+    masks = [b""] * len(pending)
+    done = len(writer.records) + len(pending)
+    if found:
+        turn()
+        crops = np.stack([crop_face(pending[k][0], pending[k][1]) for k in found])
+        latents[found] = mt.unet_input(crops, crops).float().cpu().numpy()
+    progress("latents", done, total)
+    for k in found:
+        turn()
+        image, record = pending[k]
+        mask = make_blend_mask(image.shape, record, settings.blend_mode, parser=parser, frame=image,
+                               blur_ratio=settings.blur_ratio).to_dict()
+        boxes[k] = mask["box"]
+        masks[k] = pack_mask(mask["mask"])
+    writer.add_faces([record for _, record in pending], latents, boxes, masks)
+    pending.clear()
+    progress("masks", done, total)

@@ -19,6 +19,7 @@ from starlette.types import Message, Receive
 from ...errors import MuseTalkError
 from .store import AvatarError, AvatarStore, PrepareSettings, check_name
 from .jobs import PreparationJob, PreparationJobs
+from .prepare import Turn, no_wait
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +36,12 @@ class UploadRefused(MuseTalkError):
         self.status = status
 
 
-def avatar_router(store: AvatarStore, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB) -> APIRouter:
-    """``GET /avatars``, ``POST /avatars``, ``GET /avatars/{name}/status``, ``GET /avatars/{name}/poster.jpg``."""
+def avatar_router(store: AvatarStore, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+                  turn: Turn = no_wait) -> APIRouter:
+    """``GET /avatars``, ``POST /avatars``, ``GET /avatars/{name}/status``, ``GET /avatars/{name}/poster.jpg``;
+    uploads are prepared taking ``turn`` before each step (see :class:`.jobs.PreparationJobs`)."""
     router = APIRouter()
-    jobs = PreparationJobs(store)
+    jobs = PreparationJobs(store, turn)
     limit = int(max_upload_mb * 1024 * 1024)
 
     @router.get("/avatars")

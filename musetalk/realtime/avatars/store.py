@@ -26,10 +26,10 @@ import torch
 
 from .cache import DEFAULT_CACHE_MB, MemoryCache
 from .fingerprint import file_digest, fingerprint, model_identity, stale_reason
-from .format import (FORMAT, AvatarData, AvatarError, avatar_names, avatars_dir, check_name,
-                            list_avatars, public_info, read_avatar, read_meta, read_poster, remove_avatar,
-                            sources_dir, unpack_mask, write_avatar)
-from .prepare import PrepareSettings, Progress, prepare_data, silent
+from .format import (FORMAT, AvatarData, AvatarError, AvatarWriter, avatar_names, avatars_dir, check_name,
+                     list_avatars, public_info, read_avatar, read_meta, read_poster, remove_avatar, sources_dir,
+                     unpack_mask)
+from .prepare import PrepareSettings, Progress, Turn, no_wait, prepare_into, silent
 from .staging import Staging
 
 __all__ = ["Avatar", "AvatarError", "AvatarStore", "PrepareSettings", "Progress", "check_name", "avatars_dir",
@@ -192,9 +192,10 @@ class AvatarStore:
         return read_poster(self.root, name)
 
     def prepare(self, source: str | os.PathLike, name: str, settings: PrepareSettings = PrepareSettings(),
-                progress: Progress | None = None, force: bool = False) -> Avatar:
+                progress: Progress | None = None, force: bool = False, turn: Turn = no_wait) -> Avatar:
         """Prepare ``source`` (video or photo) as avatar ``name``; an up-to-date one is just loaded.
-        Waits for any preparation in progress (one at a time)."""
+        Waits for any preparation in progress (one at a time). ``turn()`` is called before each step of the
+        preparation and may block (a server's preparations wait while live sessions speak)."""
         check_name(name)
         source = Path(source).resolve()
         if not source.is_file():
@@ -207,7 +208,7 @@ class AvatarStore:
             if not force and meta is not None and meta.get("fingerprint") == stamp:
                 log.info("avatar %s is up to date", name)
             else:
-                self._prepare(source, digest, stamp, name, settings, progress or silent)
+                self._prepare(source, digest, stamp, name, settings, progress or silent, turn)
         return self.load(name)
 
     def load(self, name: str) -> Avatar:
@@ -249,21 +250,22 @@ class AvatarStore:
         self.cache.drop(lambda key: key[:2] == ("avatar", name))
 
     def _prepare(self, source: Path, digest: str, stamp: str, name: str, settings: PrepareSettings,
-                 progress: Progress) -> None:
+                 progress: Progress, turn: Turn) -> None:
+        """Prepare straight into a staging folder (frame by frame, see :func:`.prepare.prepare_into`)."""
         start = time.perf_counter()
         resolved = settings.resolved(self.mt.version)
-        prepared = prepare_data(source, resolved, self.mt, self.parser, progress)
-        stat = source.stat()
-        meta = {
-            "format": FORMAT, "name": name, "fingerprint": stamp, "fps": prepared.fps, "width": prepared.width,
-            "height": prepared.height, "num_frames": len(prepared.data.frames), "faces": prepared.faces,
-            "source_name": source.name, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "source": {"path": str(source), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest},
-            "model": self._model, "settings": dataclasses.asdict(settings), "blend_mode": resolved.blend_mode,
-            "mask": self.mask_source,
-        }
-        with Staging(self.root, name) as folder:
-            write_avatar(folder, prepared.data, meta)
+        with Staging(self.root, name) as folder, AvatarWriter(folder) as writer:
+            prepared = prepare_into(writer, source, resolved, self.mt, self.parser, progress, turn)
+            stat = source.stat()
+            meta = {
+                "format": FORMAT, "name": name, "fingerprint": stamp, "fps": prepared.fps, "width": prepared.width,
+                "height": prepared.height, "num_frames": prepared.frames, "faces": prepared.faces,
+                "source_name": source.name, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "source": {"path": str(source), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest},
+                "model": self._model, "settings": dataclasses.asdict(settings), "blend_mode": resolved.blend_mode,
+                "mask": self.mask_source,
+            }
+            writer.finish(meta)
         self._forget(name)
         progress("save", 1, 1)
         log.info("prepared avatar %s: %d frames (%d with a face) in %.1f s", name, meta["num_frames"],

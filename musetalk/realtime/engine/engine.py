@@ -30,10 +30,11 @@ import torch
 
 from ...errors import MuseTalkError
 from .admission import Admission
+from .priority import BackgroundLane
 from ...video.jpeg import encode_jpeg
 from .render import blend_with_rest, composite
 from .render_cost import RenderCost
-from .session import Job, Session, SessionError, SessionSettings
+from .session import DEFAULT_MAX_AUDIO_AHEAD_S, Job, Session, SessionError, SessionSettings
 from .stats import EngineStats
 from .streaming import DEFAULT_LOOKAHEAD_S, Plan, encode_plans
 
@@ -49,16 +50,20 @@ class Engine:
     jpeg_quality: None to skip JPEG encoding (frames then carry their RGB image); lookahead_s: default
     audio needed after a frame's window; latency_budget_s: a frame later than this after its due time is
     skipped (None: never skip); capacity: speaking sessions admitted (None: no limit); outbox_frames:
-    frames a slow client may have waiting before further ones are skipped.
+    frames a slow client may have waiting before further ones are skipped; max_audio_ahead_s: audio a
+    session accepts ahead of its clock (more is refused, see :mod:`.session`).
     """
 
     def __init__(self, mt, batch_size: int = 16, compositors: int = 2, jpeg_quality: int | None = 85,
                  lookahead_s: float = DEFAULT_LOOKAHEAD_S, latency_budget_s: float | None = None,
-                 capacity: int | None = None, outbox_frames: int = 50) -> None:
+                 capacity: int | None = None, outbox_frames: int = 50,
+                 max_audio_ahead_s: float = DEFAULT_MAX_AUDIO_AHEAD_S) -> None:
         if batch_size < 1:
             raise MuseTalkError(f"batch_size must be at least 1, got {batch_size}")
         if latency_budget_s is not None and latency_budget_s <= 0:
             raise MuseTalkError(f"the latency budget must be positive, got {latency_budget_s} s")
+        if not max_audio_ahead_s > 0:
+            raise MuseTalkError(f"the audio cap must be positive, got {max_audio_ahead_s:g} s")
         self.mt = mt
         self.batch_size = batch_size
         self.jpeg_quality = jpeg_quality
@@ -66,7 +71,9 @@ class Engine:
         self.latency_budget_s = latency_budget_s
         self.admission = Admission(capacity)
         self.outbox_frames = outbox_frames
+        self.max_audio_ahead_s = max_audio_ahead_s
         self.stats = EngineStats()
+        self.background = BackgroundLane()  # avatar preparations wait their turn here (live sessions first)
         self._sessions: list[Session] = []
         self._ids = itertools.count(1)
         self._cond = threading.Condition()
@@ -87,7 +94,8 @@ class Engine:
         (an output that encodes video itself). Raises :class:`~.admission.ServerFull` when full."""
         jpeg = bool(self.jpeg_quality) and not images
         settings = SessionSettings(self.lookahead_s if lookahead_s is None else lookahead_s, self.latency_budget_s,
-                                   self.outbox_frames, keep_images=not jpeg, live=live, encode_jpeg=jpeg)
+                                   self.outbox_frames, keep_images=not jpeg, live=live, encode_jpeg=jpeg,
+                                   max_audio_ahead_s=self.max_audio_ahead_s)
         with self._cond:
             if self._stopping:
                 raise SessionError("the engine is shut down")
@@ -141,6 +149,7 @@ class Engine:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
+        self.background.close()
         self._thread.join()
         self._clock.join()
         self._pool.shutdown(wait=True)
@@ -156,9 +165,11 @@ class Engine:
         while True:
             with self._cond:
                 while not self._stopping and not self._work():
+                    self.background.set_busy(any(s.speaking for s in self._sessions))
                     self._cond.wait(timeout=1.0)
                 if self._stopping:
                     return
+                self.background.set_busy(True)
                 sessions = list(self._sessions)
             try:
                 self._step(sessions)

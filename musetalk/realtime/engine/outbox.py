@@ -32,8 +32,14 @@ class Frame:
 
     @property
     def latency(self) -> float:
-        """Seconds from its due time to composited (audio arriving ahead of the clock does not count)."""
+        """Seconds from its due time to composited: what the latency budget bounds (negative when it was
+        rendered ahead of its time)."""
         return self.done_at - self.due_at
+
+    @property
+    def render_s(self) -> float:
+        """Seconds from its audio complete (``ready_at``) to composited: the engine's own delay (>= 0)."""
+        return self.done_at - self.ready_at
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,10 @@ at ``origin + i / fps``, or when its audio is complete if that is later.
 
 A frame that cannot be out by its due time plus the latency budget is skipped: the client gets a
 :class:`~.outbox.Skip` in its place, so indices stay exact.
+
+Audio is accepted only ``max_audio_ahead_s`` ahead of the clock (the end of the audio fed, on the media
+timeline, minus the media time now; live audio sent in real time is :func:`audio_delay` ahead): a chunk
+beyond is refused whole with a :class:`SessionError` and counted, so memory stays bounded per session.
 """
 from __future__ import annotations
 
@@ -43,6 +47,7 @@ from .streaming import STATE_SAMPLES, FeatureStream, Plan
 log = logging.getLogger(__name__)
 
 BLEND_FRAMES = 3
+DEFAULT_MAX_AUDIO_AHEAD_S = 30.0
 RestRenderer = Callable[[object, int], "tuple[bytes | None, np.ndarray]"]
 
 
@@ -61,7 +66,7 @@ class SessionSettings:
     """lookahead_s: audio needed after a frame's window; budget_s: latency budget (None: never skip);
     outbox_frames: frames waiting for a slow client before further ones become skips; keep_images: keep
     the RGB image in each Frame; live: a live session; encode_jpeg: frames carry their JPEG (False: for an
-    output that encodes video itself)."""
+    output that encodes video itself); max_audio_ahead_s: audio accepted ahead of the clock."""
 
     lookahead_s: float
     budget_s: float | None
@@ -69,15 +74,17 @@ class SessionSettings:
     keep_images: bool = False
     live: bool = False
     encode_jpeg: bool = True
+    max_audio_ahead_s: float = DEFAULT_MAX_AUDIO_AHEAD_S
 
 
 @dataclass
 class Job:
-    """One frame to render: its global ``index``, avatar ``source`` frame, prompt float32 (50, 384), and
-    ``blend`` (1: all speech, less: mixed with the rest frame); its audio was complete at ``ready_at``, it
-    is due at ``due_at`` and must be out by ``deadline``."""
+    """One frame to render: frame ``index`` of ``utterance`` (its global index), avatar ``source`` frame,
+    prompt float32 (50, 384), and ``blend`` (1: all speech, less: mixed with the rest frame); its audio was
+    complete at ``ready_at``, it is due at ``due_at`` and must be out by ``deadline``."""
 
     session: "Session"
+    utterance: "Utterance"
     index: int
     source: int
     prompt: np.ndarray
@@ -139,9 +146,15 @@ class Session:
     # -- client side -------------------------------------------------------------------------------
     def feed(self, samples: np.ndarray) -> int:
         """Append float32 (N,) mono samples at 16 kHz (values in [-1, 1]); in a live session, audio after
-        an utterance's end starts the next utterance. Returns the frame whose time these samples start at."""
+        an utterance's end starts the next utterance. Returns the frame whose time these samples start at.
+        Raises :class:`SessionError` when they would end more than ``max_audio_ahead_s`` ahead of the clock."""
         with self._lock:
             self._check_open()
+            if (ahead := self._ahead_s(len(samples))) > self.settings.max_audio_ahead_s:
+                self._stats.audio_refused()
+                raise SessionError(f"audio refused: {ahead:.1f} s ahead of the session's clock, over its "
+                                   f"{self.settings.max_audio_ahead_s:g} s cap (--max-audio-ahead-s): "
+                                   f"send it in real time")
             utterance = self._open_utterance()
             frame = utterance.start + utterance.stream.total * utterance.stream.fps // SAMPLE_RATE
             self._audio.add(frame_sample(utterance.start, self.avatar.fps, SAMPLE_RATE) + utterance.stream.total,
@@ -150,6 +163,48 @@ class Session:
             self._note_ready(utterance)
         self._wake()
         return int(frame)
+
+    def audio_wait_s(self, samples: int) -> float:
+        """Seconds until ``samples`` more samples fit under ``max_audio_ahead_s`` (0: now)."""
+        with self._lock:
+            return max(0.0, self._ahead_s(samples) - self.settings.max_audio_ahead_s)
+
+    def _ahead_s(self, samples: int) -> float:
+        """Seconds between the media time now and the end of the audio fed so far plus ``samples`` more.
+        Holds ``_lock``."""
+        now = time.perf_counter()
+        current = self._current()
+        if current is not None and not current.stream.finished:
+            start_s = current.start / self.avatar.fps + current.stream.total / SAMPLE_RATE
+        elif self.live:
+            start_s = self._next_start(now) / self.avatar.fps
+        else:
+            start_s = current.stream.total / SAMPLE_RATE if current else 0.0
+        if self.live:
+            media_now = now - self.due(0)
+        else:
+            media_now = 0.0 if self._origin is None else now - self._origin
+        return start_s + samples / SAMPLE_RATE - media_now
+
+    def pad_to_clock(self) -> int:
+        """Live: before more audio of the open utterance, silence up to the clock's present frame when the
+        utterance's next sample would start behind it (audio that arrives late shifts its frames and
+        itself together instead of starting cut). Returns the samples of silence fed (0: none needed)."""
+        with self._lock:
+            self._check_open()
+            current = self._current()
+            if not self.live or current is None or current.stream.finished:
+                return 0
+            fps = self.avatar.fps
+            present = self._present_frame(time.perf_counter())
+            behind = frame_sample(present, fps, SAMPLE_RATE) - frame_sample(current.start, fps, SAMPLE_RATE) \
+                - current.stream.total
+            if behind <= 0:
+                return 0
+            current.stream.push(np.zeros(behind, np.float32))
+            self._note_ready(current)
+        self._wake()
+        return behind
 
     def notify(self, message: dict) -> None:
         """Send ``message`` to the client now, ahead of the frames waiting (e.g. speech to play)."""
@@ -178,12 +233,14 @@ class Session:
             self._after_placing()
         self._wake()
 
-    def interrupt(self) -> None:
-        """Live: drop the rest of the speech (the frames not yet sent) and return to rest."""
+    def interrupt(self) -> int | None:
+        """Live: drop the rest of the speech (the frames not yet sent) and return to rest. Returns the
+        frame from which on the session is at rest (an output holding frames before it may drop their
+        speech too); None when it was not speaking."""
         with self._lock:
             self._check_open()
             if not self._utterances:
-                return
+                return None
             cut = max(self._next_out, self._utterances[0].start)
             first = self._utterances[0]
             self._utterances.clear()
@@ -197,6 +254,7 @@ class Session:
                 self._end_utterance(first, interrupted=True)
             self.speaking_since = None
         self._wake()
+        return cut
 
     def finish(self) -> None:
         """Live: end the session now (the client said ``close``)."""
@@ -297,14 +355,23 @@ class Session:
         if not self.live:
             raise SessionError("audio sent after the end of the stream")
         now = time.perf_counter()
-        start = max(self._clock, math.ceil((now - self.opened_at) * self.avatar.fps),
-                    current.stop if current else 0)
+        start = self._next_start(now)
         utterance = Utterance(FeatureStream(self.avatar.fps, self.settings.lookahead_s), start)
         self._utterances.append(utterance)
         if self.speaking_since is None:
             self.speaking_since = now
         self._events.setdefault(start, []).append(Event({"type": "state", "state": "speaking"}))
         return utterance
+
+    def _next_start(self, now: float) -> int:
+        """Live: the frame a new utterance starting at ``now`` begins on. Holds ``_lock``."""
+        current = self._current()
+        return max(self._clock, self._present_frame(now), current.stop if current else 0)
+
+    def _present_frame(self, now: float) -> int:
+        """Live: the first frame whose audio has not all arrived by ``now`` if it plays in real time (a new
+        utterance starts there; its due time is :func:`audio_delay` later)."""
+        return math.ceil((now - self.opened_at) * self.avatar.fps)
 
     def _note_ready(self, utterance: Utterance) -> None:
         """Stamp the frames the audio so far completed (for deadlines and latency). Holds ``_lock``."""
@@ -347,8 +414,8 @@ class Session:
         utterance, plan = planned
         prompts = utterance.stream.prompts(plan, states)
         with self._lock:
-            if not self.active:
-                return
+            if not self.active or not self._playing(utterance):
+                return  # failed, or interrupted while its audio was encoded
             total = utterance.stream.frame_total
             for k, prompt in zip(range(plan.start, plan.stop), prompts):
                 ready_at = utterance.ready_times.popleft()
@@ -357,8 +424,8 @@ class Session:
                     continue  # interrupted meanwhile
                 due_at = self._due(index, ready_at)
                 blend = _blend(k, total) if self.live else 1.0
-                self._jobs.append(Job(self, index, self.avatar.source_index(index), prompt, ready_at, due_at,
-                                      due_at + (self.settings.budget_s or 0.0), blend))
+                self._jobs.append(Job(self, utterance, index, self.avatar.source_index(index), prompt, ready_at,
+                                      due_at, due_at + (self.settings.budget_s or 0.0), blend))
 
     def _due(self, index: int, ready_at: float) -> float:
         """Frame ``index``'s time on the media clock, not before its audio (plain sessions)."""
@@ -465,9 +532,14 @@ class Session:
         self._outbox.put(SessionError(message))
 
     def _place_job(self, job: Job, frame: Frame | None) -> None:
-        """Place a rendered (or skipped) job unless an interruption dropped its frame. Holds ``_lock``."""
-        if any(u.covers(job.index) for u in self._utterances) or not self.live:
+        """Place a rendered (or skipped) job unless an interruption dropped its utterance (a frame still
+        rendering for it must not land in the slot of the utterance that barged in). Holds ``_lock``."""
+        if not self.live or (job.utterance.covers(job.index) and self._playing(job.utterance)):
             self._place(job.index, frame)
+
+    def _playing(self, utterance: Utterance) -> bool:
+        """Whether ``utterance`` is still one of this session's (not interrupted). Holds ``_lock``."""
+        return any(u is utterance for u in self._utterances)
 
     def _place(self, index: int, frame: Frame | None) -> None:
         """Put frame ``index`` (None: a skip) in order; forward what is complete. Holds ``_lock``."""
@@ -494,7 +566,7 @@ class Session:
             self._outbox.put(event)
         if frame is not None and self._outbox.has_room_for_frame():
             self.sent += 1
-            self._stats.sent(frame.latency)
+            self._stats.sent(frame.render_s if frame.speech else None)
             self._outbox.put(frame)
         else:
             self.skipped += 1

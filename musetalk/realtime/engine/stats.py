@@ -1,5 +1,8 @@
 """Running counts of an engine (frames sent and skipped, latencies, batch sizes) that ``/metrics`` exports.
 
+``latency``: per speech frame sent, seconds from its audio complete (look-ahead included) to composited
+(:attr:`~.outbox.Frame.render_s`); rest frames are not rendered from audio and are not counted.
+
 Plain Python, thread-safe; the Prometheus side is :mod:`musetalk.realtime.web.metrics`.
 """
 from __future__ import annotations
@@ -43,17 +46,25 @@ class EngineStats:
         self._lock = threading.Lock()
         self.frames_sent = 0
         self.frames_skipped = 0
+        self.audio_refusals = 0
         self.latency = Histogram(LATENCY_BUCKETS_S)
         self.batch_sizes = Histogram(BATCH_BUCKETS)
 
-    def sent(self, latency_s: float) -> None:
+    def sent(self, render_s: float | None) -> None:
+        """A frame went out; ``render_s``: a speech frame's audio complete to composited (None: a rest frame)."""
         with self._lock:
             self.frames_sent += 1
-            self.latency.observe(latency_s)
+            if render_s is not None:
+                self.latency.observe(render_s)
 
     def skipped(self) -> None:
         with self._lock:
             self.frames_skipped += 1
+
+    def audio_refused(self) -> None:
+        """A chunk of audio was refused: it would have been too far ahead of its session's clock."""
+        with self._lock:
+            self.audio_refusals += 1
 
     def batch(self, size: int) -> None:
         with self._lock:
@@ -63,5 +74,6 @@ class EngineStats:
         """A consistent copy: counts and cumulative histogram buckets with their sums."""
         with self._lock:
             return {"frames_sent": self.frames_sent, "frames_skipped": self.frames_skipped,
+                    "audio_refused": self.audio_refusals,
                     "latency": (self.latency.cumulative(), self.latency.total),
                     "batch_sizes": (self.batch_sizes.cumulative(), self.batch_sizes.total)}

@@ -6,6 +6,11 @@ header ``Authorization: Bearer <token>``; otherwise HTTP answers 401 and a WebSo
 message and close code 1008. A WebSocket, or an HTTP request other than GET/HEAD/OPTIONS, that carries an
 ``Origin`` header must come from the server's own origin or one of the allowed ones (403 / 1008); requests
 without ``Origin`` (non-browser clients) pass when the token is right.
+
+Without a token (a loopback server), the Origin check alone would trust the ``Host`` header, which a
+DNS-rebinding page controls (its own name, now resolving to 127.0.0.1, is then the "server's own origin"):
+so every request's ``Host`` must name an address the server listens on (loopback names included) or one
+allowed with ``--allow-host`` (403 / 1008 otherwise).
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import json
 import logging
 import secrets
 from dataclasses import dataclass
+from typing import Iterable
 from urllib.parse import parse_qs
 
 from starlette.datastructures import Headers
@@ -34,16 +40,22 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 @dataclass(frozen=True)
 class AccessPolicy:
     """``token``: required of every non-open request when set. ``allow_origins``: origins allowed besides the
-    server's own (``scheme://host[:port]``; ``*`` allows any)."""
+    server's own (``scheme://host[:port]``; ``*`` allows any). ``hosts``: without a token, the host names
+    (lower case, no port) a request's ``Host`` may give (None: any; see :func:`served_hosts`)."""
 
     token: str | None = None
     allow_origins: tuple[str, ...] = ()
+    hosts: tuple[str, ...] | None = None
 
     def refusal(self, scope: Scope) -> tuple[int, str] | None:
         """(HTTP status, one-line reason) when the request in ``scope`` is refused, else None."""
         headers = Headers(scope=scope)
         if self.token and not _is_open(scope["path"]) and not self._has_token(scope, headers):
             return 401, "missing or wrong token: add ?token=<token> or the header 'Authorization: Bearer <token>'"
+        host = headers.get("host", "")
+        if not self.token and self.hosts is not None and host_name(host) not in self.hosts:
+            return 403, (f"host {host[:60]} not allowed: open the page at an address the server listens on "
+                         f"({', '.join(self.hosts[:2])}) or add --allow-host")
         origin = headers.get("origin")
         checks_origin = scope["type"] == "websocket" or scope.get("method", "GET") not in SAFE_METHODS
         if checks_origin and origin is not None and not self._origin_allowed(origin, scope, headers):
@@ -76,6 +88,25 @@ def new_token() -> str:
 
 def is_loopback(host: str) -> bool:
     return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def host_name(host: str) -> str:
+    """The name of a ``Host`` header without its port, lower case: ``[::1]:8000`` -> ``::1``."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host[1:]
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return name.rstrip(".")
+
+
+def served_hosts(listen_host: str, allowed: Iterable[str] = ()) -> tuple[str, ...]:
+    """The host names a server listening on ``listen_host`` answers without a token: that address (and the
+    loopback names when it is a loopback one), then ``allowed`` (``--allow-host``)."""
+    names = [host_name(listen_host)]
+    if is_loopback(listen_host):
+        names += LOOPBACK_HOSTS
+    names += [host_name(h) for h in allowed]
+    return tuple(dict.fromkeys(names))
 
 
 class AccessGuard:

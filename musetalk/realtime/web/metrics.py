@@ -24,8 +24,11 @@ class EngineCollector:
         yield CounterMetricFamily("musetalk_frames_sent", "Frames sent to clients", value=stats["frames_sent"])
         yield CounterMetricFamily("musetalk_frames_skipped", "Frames skipped (late or slow client)",
                                   value=stats["frames_skipped"])
+        yield CounterMetricFamily("musetalk_audio_refused", "Audio chunks refused: too far ahead of their "
+                                  "session's clock (--max-audio-ahead-s)", value=stats["audio_refused"])
         buckets, total = stats["latency"]
-        yield HistogramMetricFamily("musetalk_frame_latency_seconds", "Audio complete to frame composited",
+        yield HistogramMetricFamily("musetalk_frame_latency_seconds",
+                                    "Speech frames sent: audio complete (look-ahead included) to composited",
                                     buckets=buckets, sum_value=total)
         buckets, total = stats["batch_sizes"]
         yield HistogramMetricFamily("musetalk_generate_batch_size", "Frames per model call",

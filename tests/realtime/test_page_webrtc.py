@@ -1,0 +1,167 @@
+"""The page over WebRTC in headless Chromium (Playwright): the avatar at rest, then a typed sentence spoken
+(speech frames told apart from rest frames in the pictures the <video> presents, its sound heard); the
+same through a real TURN server (coturn) with the page forced to relay; picture and sound in sync; and
+the automatic fallback to the WebSocket when the server has no WebRTC."""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import pytest
+
+pytest.importorskip("aiortc")
+
+from musetalk.realtime.outputs.ice import WebRTCSettings, ice_servers  # noqa: E402
+from musetalk.realtime.server import create_app  # noqa: E402
+
+from .browser import serving, turn_server, video_probe  # noqa: E402
+from .conftest import fake_models  # noqa: E402
+from .test_browser import SENTENCE, open_page, text_of, wait_stats  # noqa: E402
+
+SPEECH_LEVEL = 24  # grey levels: a 16x16 block of a speech frame differs this much from the rest picture
+CONNECTED = ("s.transport === 'webrtc' && s.rtc && s.rtc.connection === 'connected' && s.state === 'rest'"
+             " && s.drawn >= 25")
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_musetalk):
+    """An engine on fake models (this module tests delivery and the page, not the network's speed): every
+    generated face is black, so speech frames stand out from the rest picture. Frames later than 1 s past
+    their time are skipped (the picture repeats), so a session keeps its clock on a loaded machine."""
+    from musetalk.realtime.engine.engine import Engine
+
+    with Engine(tiny_musetalk, batch_size=8, latency_budget_s=1.0) as engine:
+        yield fake_models(engine)
+
+
+@pytest.fixture
+def serve(store, browser):
+    """``serve(engine, **options)`` starts ``create_app(store, engine, **options)``; returns its URL. The
+    browser leaves the page (ending its session) before the server stops."""
+    with contextlib.ExitStack() as stack:
+        yield lambda engine, **options: stack.enter_context(serving(create_app(store, engine, **options)))
+        browser.goto("about:blank")
+
+
+def block_diffs(frames: list[dict], reference: dict) -> np.ndarray:
+    """Per presented frame, the largest difference of a 16x16 block's grey level from ``reference``'s."""
+    ref = np.array(reference["blocks"], np.float32)
+    return np.array([np.abs(np.array(f["blocks"], np.float32) - ref).max() for f in frames])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_webrtc_page_shows_rest_then_speaks_a_typed_sentence(browser, serve, engine):
+    """Over WebRTC the <video> shows the rest picture (every presented frame within noise of the first),
+    then the typed sentence: speech frames (the generated mouth) presented, at least half of those the
+    engine did not skip and no more than the utterance has, its sound heard on the audio track (silence
+    at rest); then rest again. The status line shows the getStats() figures."""
+    open_page(browser, serve(engine) + "/", transport="webrtc")
+    wait_stats(browser, CONNECTED, 90)
+    browser.evaluate(video_probe())
+    browser.wait_for("window.probe.frames.length >= 25", 30)
+    before = browser.evaluate("window.probe.take()")
+    browser.evaluate(f"document.getElementById('text').value = {SENTENCE!r}")
+    browser.evaluate("document.getElementById('say').click()")
+    done = wait_stats(browser, "s.utterances === 1 && s.state === 'rest'", 180)
+    browser.wait_for("window.probe.frames.length >= 50 && window.probe.frames.slice(-25).every(f => f.state === 'rest')", 60)
+    during = browser.evaluate("window.probe.take()")
+    rest_diffs, diffs = block_diffs(before, before[0]), block_diffs(during, before[0])
+    assert rest_diffs.max() < SPEECH_LEVEL, rest_diffs.max()
+    speech = int((diffs >= SPEECH_LEVEL).sum())
+    assert (done["utteranceFrames"] - done["skipped"]) / 2 <= speech <= done["utteranceFrames"], (speech, done)
+    assert diffs[-10:].max() < SPEECH_LEVEL  # back at rest
+    rest_rms = max(f["rms"] or 0 for f in before)
+    assert rest_rms < 1e-3 and max(f["rms"] or 0 for f in during) > 0.01
+    line = text_of(browser, "stats")
+    assert line.startswith("rest · WebRTC connected (host) · ") and " fps · " in line, line
+    assert all(part in line for part in (" kbit/s · jitter buffer ", " ms · dropped ", " · round trip ")), line
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_relay_through_a_turn_server(browser, serve, engine, tmp_path):
+    """coturn on loopback, the server configured with it (as ``--ice-server`` with user and credential),
+    the page forced to relay: the selected candidate pair is a relay one, video frames are decoded and
+    audio arrives."""
+    with turn_server(tmp_path) as turn:
+        settings = WebRTCSettings(ice_servers=ice_servers([turn], "u", "p"))
+        url = serve(engine, webrtc=settings)
+        open_page(browser, url + "/?relay=1", transport="webrtc")
+        ice = browser.evaluate("fetch('/ice').then(r => r.json())")
+        assert ice == {"iceServers": [{"urls": [turn], "username": "u", "credential": "p"}]}
+        stats = wait_stats(browser, CONNECTED + " && s.rtc.candidateType === 'relay' && s.rtc.framesDecoded >= 50"
+                                    " && s.rtc.audioBytes > 0 && s.rtc.audioSamples > 0", 120)
+        assert stats["fallback"] is None
+        assert text_of(browser, "stats").startswith("rest · WebRTC connected (relay) · ")
+        browser.goto("about:blank")  # the session ends before the TURN server does
+
+
+@pytest.mark.timeout(120)
+def test_page_falls_back_to_the_websocket(browser, serve, engine):
+    """A server without WebRTC: the page says why and carries on over the WebSocket."""
+    open_page(browser, serve(engine, webrtc=None) + "/", transport="webrtc")
+    stats = wait_stats(browser, "s.transport === 'ws' && s.state === 'rest' && s.drawn >= 3", 60)
+    assert stats["fallback"].startswith("GET /ice: "), stats["fallback"]
+    assert text_of(browser, "notice") == f"WebRTC unavailable ({stats['fallback']}); using the WebSocket."
+
+
+@pytest.fixture(scope="module")
+def loudness_engine(tiny_musetalk):
+    """The ``webrtc`` tests' loudness model: every face is uniform grey, proportional to the loudness of the
+    audio of its own frame slot, so the picture carries its sound's envelope."""
+    from musetalk.realtime.engine.engine import Engine
+
+    from .test_webrtc import loudness_models
+
+    with Engine(tiny_musetalk, batch_size=8, lookahead_s=0.1, latency_budget_s=1.0) as engine:
+        yield loudness_models(engine)
+
+
+def picture_loudness(frames: list[dict], reference: dict) -> np.ndarray:
+    """Per presented frame, the mean grey level of the blocks the speech changed (the face)."""
+    blocks = np.array([f["blocks"] for f in frames], np.float32)
+    changed = np.abs(blocks - np.array(reference["blocks"], np.float32)).max(axis=0) >= SPEECH_LEVEL
+    assert changed.sum() >= 4, "no face blocks changed while speaking"
+    return blocks[:, changed].mean(axis=1)
+
+
+def best_lag(picture: np.ndarray, sound: np.ndarray, most: int = 10) -> tuple[int, float]:
+    """(lag in frames, correlation) maximising the correlation of ``picture[k]`` with ``sound[k + lag]``
+    (positive: the sound comes later than its picture)."""
+    def corr(lag: int) -> float:
+        a = picture[max(0, -lag) : len(picture) - max(0, lag)]
+        b = sound[max(0, lag) : len(sound) - max(0, -lag)]
+        return float(np.corrcoef(a, b)[0, 1])
+
+    return max(((lag, corr(lag)) for lag in range(-most, most + 1)), key=lambda lc: lc[1])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.xfail(strict=False, reason="measured here: the sound trails the picture by 2-3 frames in headless "
+                   "Chromium, about the audio jitter buffer's excess over the video's (~135 ms vs ~66 ms; getStats' "
+                   "playout difference -84..-153 ms): Chromium does not lip-sync this stream fully yet")
+def test_picture_and_sound_in_sync_in_chromium(browser, serve, loudness_engine, speech):
+    """With the loudness model, the picture's loudness (frames read by requestVideoFrameCallback) and the
+    heard loudness (a WebAudio analyser on the remote audio), sampled at each presented frame, agree best
+    within two frames of each other while speaking."""
+    from .test_webrtc import Synth
+
+    open_page(browser, serve(loudness_engine, synthesizer=Synth(speech)) + "/", transport="webrtc")
+    wait_stats(browser, CONNECTED, 90)
+    browser.evaluate(video_probe())
+    browser.wait_for("window.probe.frames.length >= 25", 30)
+    reference = browser.evaluate("window.probe.take()")[-1]
+    browser.evaluate("document.getElementById('text').value = 'Hello there.'")
+    browser.evaluate("document.getElementById('say').click()")
+    done = wait_stats(browser, "s.utterances === 1 && s.state === 'rest'", 180)
+    assert done["utteranceFrames"] == 100  # 4 s of speech
+    frames = browser.evaluate("window.probe.take()")
+    picture = picture_loudness(frames, reference)
+    sound = np.array([f["rms"] or 0.0 for f in frames])
+    speaking = picture > picture.min() + SPEECH_LEVEL
+    assert speaking.sum() >= 50, speaking.sum()  # most of the 100 speech frames were shown
+    first, last = np.flatnonzero(speaking)[[0, -1]]
+    lag, corr = best_lag(picture[first : last + 1], sound[first : last + 1])
+    assert corr > 0.5 and abs(lag) <= 2, (lag, corr)
