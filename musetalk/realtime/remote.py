@@ -35,6 +35,7 @@ from .media import MediaFrame
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
+MAX_AHEAD_S = 20.0  # speech sent but not played yet, at most (under the server's --max-audio-ahead-s, 30 s)
 
 
 class RemoteError(MuseTalkError):
@@ -104,6 +105,10 @@ class _Buffer:
     def extend(self, samples: np.ndarray) -> None:
         self._parts.append(samples)
 
+    @property
+    def total(self) -> int:
+        return self._flat.size + sum(p.size for p in self._parts)
+
     def span(self, start: int, stop: int) -> np.ndarray:
         """float32 (stop - start,): samples [start, stop), zeros beyond what was sent."""
         if stop > self._flat.size and self._parts:
@@ -126,6 +131,7 @@ class _SentSpeech:
         self.playing: _Buffer | None = None
         self.first: int | None = None  # the session frame the playing utterance started at
         self.ended = False  # the playing utterance's frames are out: only its tail is left
+        self.played = 0  # samples of the playing utterance out so far
 
     def feed(self, samples: np.ndarray) -> None:
         if self.feeding is None:
@@ -141,6 +147,7 @@ class _SentSpeech:
         self.playing = self.waiting.popleft() if self.waiting else _Buffer()
         self.first = None
         self.ended = False
+        self.played = 0
 
     def done(self) -> None:
         """The server's utterance has all its frames out; what is left of its audio (less than a frame)
@@ -163,6 +170,7 @@ class _SentSpeech:
             self.first = index
         origin = frame_sample(self.first, self.fps, SAMPLE_RATE)
         audio = self.playing.span(start - origin, stop - origin)
+        self.played = stop - origin
         if self.ended:
             self.playing, self.ended = None, False
         return audio
@@ -170,6 +178,11 @@ class _SentSpeech:
     @property
     def speaking(self) -> bool:
         return self.playing is not None and not self.ended
+
+    def unplayed_s(self) -> float:
+        """Seconds of speech sent whose frames have not come back yet."""
+        playing = max(0, self.playing.total - self.played) if self.playing is not None else 0
+        return (playing + sum(b.total for b in self.waiting)) / SAMPLE_RATE
 
 
 class RemoteSession:
@@ -206,7 +219,11 @@ class RemoteSession:
         return cls(ws, avatar, server)
 
     async def feed(self, samples: np.ndarray) -> None:
-        """float32 (N,) mono 16 kHz in [-1, 1]: the current utterance goes on (or the next one starts)."""
+        """float32 (N,) mono 16 kHz in [-1, 1]: the current utterance goes on (or the next one starts). Waits
+        while more than ``MAX_AHEAD_S`` of speech would be ahead of the frames received (the server refuses
+        audio too far ahead of its clock; a TTS runs faster than real time)."""
+        if (excess := self._speech.unplayed_s() + len(samples) / SAMPLE_RATE - MAX_AHEAD_S) > 0:
+            await asyncio.sleep(excess)
         self._speech.feed(samples)
         pcm = (np.clip(samples, -1.0, 1.0 - 1 / 32768) * 32768).round().astype("<i2").tobytes()
         await self._send(pcm)

@@ -297,3 +297,30 @@ def test_remote_mode_gives_the_same_counts_and_reports_refusals_and_a_lost_serve
     assert lost.errors[0].endswith("; a new one opens at the next utterance")
     assert lost.errors[1].startswith(
         f"cannot open the avatar 'photo': cannot reach the musetalk server at {url}/avatars")
+
+
+def test_remote_speech_is_matched_to_the_servers_frames_and_bounded_ahead():
+    """The client side of the remote mode without a server: the speech it sent goes to the frames of the
+    server's utterances in order (an utterance's tail plays in the slot after its last frame), and what
+    it holds ahead of the frames received is what it counts against its cap."""
+    from musetalk.realtime.remote import _SentSpeech
+
+    speech = _SentSpeech(fps=FPS)
+    first, second = np.arange(1, 2001, dtype=np.float32), np.full(700, -1.0, np.float32)
+    speech.feed(first[:1500])
+    speech.feed(first[1500:])
+    speech.end()
+    speech.feed(second)
+    assert speech.unplayed_s() == (2000 + 700) / 16000
+    assert not speech.frame_audio(0).any() and not speech.speaking  # at rest: silence
+    speech.started()  # the server's first utterance starts at frame 1
+    slots = [speech.frame_audio(i) for i in (1, 2, 3)]
+    assert speech.speaking and np.array_equal(np.concatenate(slots), first[:1920])
+    speech.done()  # 3 frames out (floor(2000 x 25 / 16000)); its 80 last samples play in frame 4's slot
+    assert not speech.speaking
+    assert np.array_equal(speech.frame_audio(4), np.concatenate([first[1920:], np.zeros(560, np.float32)]))
+    assert speech.unplayed_s() == 700 / 16000
+    speech.started()
+    assert np.array_equal(speech.frame_audio(5), second[:640])
+    speech.drop()  # an interruption: nothing sent plays any more
+    assert not speech.speaking and not speech.frame_audio(6).any() and speech.unplayed_s() == 0
