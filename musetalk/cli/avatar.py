@@ -7,6 +7,7 @@ import sys
 
 from ..models.layout import ENV_VAR as MODELS_ENV
 from ..models.layout import VERSIONS
+from ..realtime.backend import open_store
 from .device import add_device_argument, chosen_device
 
 log = logging.getLogger(__name__)
@@ -43,16 +44,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     rm.add_argument("name")
     rm.add_argument("--avatars", help=AVATARS_HELP)
     rm.set_defaults(func=run_remove)
-
-
-def open_store(avatars: str | None, models: str | None, mt, device: str, **options):
-    """The avatars folder as every command opens it for ``mt``: with the face parser of ``models`` when its
-    weights are there (the parsing blend masks), so an avatar one command prepared is not stale for another.
-    ``options`` go to :class:`~musetalk.realtime.avatars.store.AvatarStore`."""
-    from ..face import load_face_parser
-    from ..realtime.avatars.store import AvatarStore
-
-    return AvatarStore(avatars, mt, parser=load_face_parser(models, device=device), **options)
 
 
 def run_prepare(args: argparse.Namespace) -> int:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..realtime.backend import default_device
+
 DEVICE_HELP = "torch device: cpu, cuda, cuda:1, ... (default: cuda when available, else cpu)"
 
 
@@ -11,11 +13,6 @@ def add_device_argument(parser: argparse.ArgumentParser, what: str = "") -> None
     parser.add_argument("--device", default=None, help=DEVICE_HELP + (f"; {what}" if what else ""))
 
 
-def default_device() -> str:
-    """``cuda`` when torch sees a GPU, else ``cpu`` (imports torch: call it when the command runs)."""
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def chosen_device(given: str | None) -> str:

@@ -6,7 +6,8 @@ import logging
 
 from ..models.layout import ENV_VAR as MODELS_ENV
 from ..models.layout import VERSIONS
-from .avatar import AVATARS_HELP, DECODER_CHOICES, open_store
+from ..realtime.backend import open_store
+from .avatar import AVATARS_HELP, DECODER_CHOICES
 from .device import add_device_argument, chosen_device
 
 log = logging.getLogger(__name__)

@@ -7,13 +7,12 @@ import logging
 from ..errors import MuseTalkError
 from ..models.layout import ENV_VAR as MODELS_ENV
 from ..models.layout import VERSIONS
-from .avatar import open_store
-from .device import add_device_argument, chosen_device
+from ..realtime.backend import DEFAULT_BUDGET_S
+from .device import add_device_argument
 from ..realtime.outputs.ice import DEFAULT_VIDEO_KBPS
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BUDGET_MS = 200.0  # the real-time bound of bench/realtime.py (p95 < 200 ms)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lookahead", type=float, default=None,
                    help="default seconds of audio after a frame's window before it is rendered (default 0.4; "
                         "a client may choose its own with the lookahead query parameter)")
-    p.add_argument("--latency-budget-ms", type=float, default=DEFAULT_BUDGET_MS,
+    p.add_argument("--latency-budget-ms", type=float, default=DEFAULT_BUDGET_S * 1000,
                    help="a frame not out this long after its due time is skipped (default %(default)g)")
     p.add_argument("--max-audio-ahead-s", type=float, default=30.0,
                    help="seconds of audio a session accepts ahead of its clock; a client sending more is refused "
@@ -140,28 +139,24 @@ def run_on_ray(args: argparse.Namespace) -> int:
     return 0
 
 
+def backend_options(args: argparse.Namespace):
+    """The back end ``args`` describe (JPEG frames: the WebSocket protocol sends them)."""
+    from ..realtime.backend import BackendOptions
+
+    return BackendOptions(models=args.models, avatars=args.avatars, version=args.version, device=args.device,
+                          fp16=args.fp16, decoder=args.decoder, batch_size=args.batch_size,
+                          lookahead_s=args.lookahead, latency_budget_s=args.latency_budget_ms / 1000,
+                          max_sessions=args.max_sessions, avatar_cache_mb=args.avatar_cache_mb,
+                          max_audio_ahead_s=args.max_audio_ahead_s)
+
+
 def build_app(args: argparse.Namespace):
     """The server's FastAPI application (its engine in ``app.state.engine``), as ``args`` say."""
-    import torch
-
-    from ..pipeline.lipsync import MuseTalk
-    from ..realtime.engine.admission import calibrate
-    from ..realtime.engine.engine import Engine
+    from ..realtime.backend import load_backend
     from ..realtime.server import create_app
-    from ..realtime.engine.streaming import DEFAULT_LOOKAHEAD_S
 
-    device = chosen_device(args.device)
-    dtype = torch.float16 if args.fp16 else torch.float32
-    mt = MuseTalk.from_pretrained(args.models, version=args.version, device=device, dtype=dtype,
-                                  decoder=args.decoder)
-    store = open_store(args.avatars, args.models, mt, device, cache_mb=args.avatar_cache_mb)
-    access = access_policy(args)
-    lookahead = DEFAULT_LOOKAHEAD_S if args.lookahead is None else args.lookahead
-    budget = args.latency_budget_ms / 1000
-    capacity = args.max_sessions or calibrate(mt, args.batch_size, budget)
-    engine = Engine(mt, batch_size=args.batch_size, lookahead_s=lookahead, latency_budget_s=budget,
-                    capacity=capacity, max_audio_ahead_s=args.max_audio_ahead_s)
-    app = create_app(store, engine, access, max_upload_mb=args.max_upload_mb, webrtc=webrtc_settings(args))
-    app.state.engine = engine
-    log.info("%d avatars from %s", len(store.names()), store.root)
+    backend = load_backend(backend_options(args))
+    app = create_app(backend.store, backend.engine, access_policy(args), max_upload_mb=args.max_upload_mb,
+                     webrtc=webrtc_settings(args))
+    app.state.engine = backend.engine
     return app
