@@ -23,7 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     p.add_argument("--version", choices=VERSIONS, default="v1.5", help="model version (default: v1.5)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
-    p.add_argument("--fp16", action="store_true", help="half precision (GPU)")
+    p.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"), default="auto",
+                   help="model precision: auto is float16 on CUDA, float32 on CPU (as dub)")
+    p.add_argument("--fp16", action="store_true", help=argparse.SUPPRESS)  # the former flag: --dtype float16
+    p.add_argument("--compile", choices=("off", "compile", "cudagraphs"), default="off",
+                   help="torch.compile the model step (cudagraphs: also capture it as a CUDA graph); batches are "
+                        "padded to --batch-size (as they are on CUDA anyway)")
     p.add_argument("--decoder", choices=("vae", "tiny"), default="tiny",
                    help="latent decoder: TAESD (taesd/ in the models folder; default: ~12x cheaper decode, so "
                         "lower latency and more sessions) or the official sd-vae (finer detail)")
@@ -118,10 +123,19 @@ def run_on_ray(args: argparse.Namespace) -> int:
     return 0
 
 
+def model_settings(args: argparse.Namespace):
+    """(device, torch dtype, :class:`~musetalk.pipeline.acceleration.Acceleration`) as ``dub`` chooses them:
+    the device defaults to CUDA when there is one, the precision to float16 there, batches static on CUDA."""
+    from ..pipeline.acceleration import default_acceleration, resolve_dtype
+    from .avatar import default_device
+
+    device = args.device or default_device()
+    dtype = resolve_dtype("float16" if args.fp16 else args.dtype, device)
+    return device, dtype, default_acceleration(device, args.batch_size, args.compile)
+
+
 def build_app(args: argparse.Namespace):
     """The server's FastAPI application (its engine in ``app.state.engine``), as ``args`` say."""
-    import torch
-
     from ..face import load_face_parser
     from ..pipeline.lipsync import MuseTalk
     from ..realtime.engine.admission import calibrate
@@ -129,12 +143,9 @@ def build_app(args: argparse.Namespace):
     from ..realtime.engine.engine import Engine
     from ..realtime.server import create_app
     from ..realtime.engine.streaming import DEFAULT_LOOKAHEAD_S
-    from .avatar import default_device
-
-    device = args.device or default_device()
-    dtype = torch.float16 if args.fp16 else torch.float32
+    device, dtype, accel = model_settings(args)
     mt = MuseTalk.from_pretrained(args.models, version=args.version, device=device, dtype=dtype,
-                                  decoder=args.decoder)
+                                  decoder=args.decoder, accel=accel)
     store = AvatarStore(args.avatars, mt, parser=load_face_parser(args.models, device=device),
                         cache_mb=args.avatar_cache_mb)
     access = access_policy(args)
