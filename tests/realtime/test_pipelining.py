@@ -44,7 +44,7 @@ class Timeline:
 def run(tiny_musetalk, avatar, speech, monkeypatch, pipelined: bool) -> Timeline:
     timeline = Timeline()
     monkeypatch.setattr(engine_module, "composite", timeline.composite(engine_module.composite))
-    with Engine(tiny_musetalk, batch_size=8, compositors=2, jpeg_quality=None) as engine:
+    with Engine(tiny_musetalk, batch_size=8, compositors=2, jpeg_quality=None, pipeline=pipelined) as engine:
         fake_models(engine, generate_s=GENERATE_S)
         plain = engine._generate_batch
 

@@ -24,6 +24,7 @@ import logging
 import math
 import threading
 import time
+from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence
 
@@ -52,13 +53,15 @@ class Engine:
     audio needed after a frame's window; latency_budget_s: a frame later than this after its due time is
     skipped (None: never skip); capacity: speaking sessions admitted (None: no limit); outbox_frames:
     frames a slow client may have waiting before further ones are skipped; max_audio_ahead_s: audio a
-    session accepts ahead of its clock (more is refused, see :mod:`.session`).
+    session accepts ahead of its clock (more is refused, see :mod:`.session`); pipeline: batch k+1
+    generates while batch k is composited and encoded in the pool (False: one after the other, the baseline
+    ``bench/realtime.py --overlap`` measures against).
     """
 
     def __init__(self, mt, batch_size: int = 16, compositors: int = 2, jpeg_quality: int | None = 85,
                  lookahead_s: float = DEFAULT_LOOKAHEAD_S, latency_budget_s: float | None = None,
                  capacity: int | None = None, outbox_frames: int = 50,
-                 max_audio_ahead_s: float = DEFAULT_MAX_AUDIO_AHEAD_S) -> None:
+                 max_audio_ahead_s: float = DEFAULT_MAX_AUDIO_AHEAD_S, pipeline: bool = True) -> None:
         if batch_size < 1:
             raise MuseTalkError(f"batch_size must be at least 1, got {batch_size}")
         if latency_budget_s is not None and latency_budget_s <= 0:
@@ -73,6 +76,7 @@ class Engine:
         self.admission = Admission(capacity)
         self.outbox_frames = outbox_frames
         self.max_audio_ahead_s = max_audio_ahead_s
+        self.pipeline = pipeline
         self.stats = EngineStats()
         self._sessions: list[Session] = []
         self._ids = itertools.count(1)
@@ -313,12 +317,15 @@ class Engine:
         generated_at = time.perf_counter()
         self.cost.generated(generated_at - start, len(with_face))
         self.stats.batch(len(jobs))
+        composites = []
         for j in jobs:
             if j.session.avatar.has_face(j.source) and id(j) not in faces:
                 j.session.release(j)  # its session failed in generation
             else:
                 self._slots.acquire()
-                self._pool.submit(self._composite, j, faces.get(id(j)), generated_at)
+                composites.append(self._pool.submit(self._composite, j, faces.get(id(j)), generated_at))
+        if not self.pipeline:
+            futures.wait(composites)  # the next batch generates only after this one is composited
 
     def _generate_batch(self, pairs: list[tuple[Session, Job]]) -> list[np.ndarray]:
         latents = torch.stack([j.session.avatar.device_latents(self.mt.device, self.mt.dtype)[j.source]
