@@ -20,7 +20,7 @@ at once) twice, with generation and compositing pipelined (batch k+1 generates w
 and encoded) and one after the other, and prints the frames/s of each. ``--cpu-frame`` prepares a 1280x720
 avatar (musk.png scaled up) and prints the CPU milliseconds of one delivered frame split into paste
 (composite), JPEG encode and send (a local socket), then the compositor's frames/s (paste + encode) with 1
-and 2 worker threads and their ratio.
+and 2 worker threads and their ratio, and how the compositor and a pure-Python thread share the GIL.
 """
 from __future__ import annotations
 
@@ -441,11 +441,34 @@ def bench_cpu_frame(args: argparse.Namespace) -> None:
                 list(pool.map(lambda _: encode_jpeg(composite(avatar, 0, face), 85), range(4 * n)))
                 wall = time.perf_counter() - begin
                 rates[workers], busy[workers] = 4 * n / wall, (time.process_time() - cpu) / wall
+        python_alone = python_loop_rate(2.0)
+        stop, beside = threading.Event(), [0]
+
+        def compositor() -> None:
+            while not stop.is_set():
+                encode_jpeg(composite(avatar, 0, face), 85)
+                beside[0] += 1
+
+        worker = threading.Thread(target=compositor)
+        worker.start()
+        python_beside = python_loop_rate(2.0)
+        stop.set()
+        worker.join()
     print(f"\nCPU per delivered 1280x720 frame ({len(jpeg) / 1000:.0f} kB JPEG q85, {os.cpu_count()} cores here):")
     print(f"  paste {paste:.2f} ms + encode {encode:.2f} ms + send {send:.2f} ms = {paste + encode + send:.2f} ms")
     print(f"compositor (paste + encode): 1 worker {rates[1]:.1f} frames/s, 2 workers {rates[2]:.1f} frames/s, "
           f"ratio {rates[2] / rates[1]:.2f}; cores busy {busy[1]:.2f} and {busy[2]:.2f} (2 workers holding the GIL "
           f"would stay near 1)")
+    print(f"GIL: a pure-Python loop keeps {python_beside / python_alone:.2f} of its speed beside one compositor "
+          f"thread, which then makes {beside[0] / 2.0:.0f} frames/s (alone {rates[1]:.0f})")
+
+
+def python_loop_rate(seconds: float) -> float:
+    """Iterations per second of a pure-Python loop (it holds the GIL all the time)."""
+    count, end = 0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        count += 1
+    return count / seconds
 
 
 def main() -> None:
