@@ -14,6 +14,15 @@ session receives >= 95 % of the fps and the p95 latency is under ``--max-p95``.
     .venv/bin/python bench/realtime.py --feature-diff          # streamed vs offline prompts on sun.wav
     .venv/bin/python bench/realtime.py --transports            # 720p: WebSocket JPEG vs WebRTC H.264 / VP8
     .venv/bin/python bench/realtime.py --glass                 # glass latency in Chromium over WebRTC
+    .venv/bin/python bench/realtime.py --overlap               # frames/s at saturation, pipelined vs not
+    .venv/bin/python bench/realtime.py --cpu-frame             # CPU ms per frame at 720p; compositor scaling
+
+``--overlap`` runs an in-process engine saturated by ``--overlap-sessions`` plain sessions (all their audio
+at once) twice, with generation and compositing pipelined (batch k+1 generates while batch k is composited
+and encoded) and one after the other, and prints the frames/s of each. ``--cpu-frame`` prepares a 1280x720
+avatar (musk.png scaled up) and prints the CPU milliseconds of one delivered frame split into paste
+(composite), JPEG encode and send (a local socket), then the compositor's frames/s (paste + encode) with 1
+and 2 worker threads and their ratio, and how the compositor and a pure-Python thread share the GIL.
 """
 from __future__ import annotations
 
@@ -352,6 +361,123 @@ def whisper_for_diff(work: Path):
     return encoder, extractor, which
 
 
+def bench_overlap(args: argparse.Namespace) -> None:
+    """Frames/s of a saturated in-process engine, pipelined and sequential, in one run."""
+    import torch
+
+    from musetalk import MuseTalk
+    from musetalk.audio import load_audio
+    from musetalk.realtime.avatars.store import AvatarStore
+    from musetalk.realtime.engine.engine import Engine
+
+    with tempfile.TemporaryDirectory() as tmp:
+        models, avatars, _ = prepare(args, Path(tmp))
+        mt = MuseTalk.from_pretrained(models, device=args.device, dtype=torch.float16 if args.fp16 else torch.float32,
+                                      decoder=args.decoder)
+        avatar = AvatarStore(avatars, mt).load("bench")
+        speech = load_audio(args.audio)[: int(args.seconds * 16000)]
+        rates = {}
+        for pipelined in (True, False):
+            with Engine(mt, batch_size=args.batch_size, pipeline=pipelined) as engine:
+                sessions = [engine.open(avatar) for _ in range(args.overlap_sessions)]
+                start = time.perf_counter()
+                for s in sessions:
+                    s.feed(speech)
+                    s.end()
+                frames = sum(sum(1 for _ in s.frames(timeout=600)) for s in sessions)
+                rates[pipelined] = frames / (time.perf_counter() - start)
+    print(f"\nsaturated engine, {args.overlap_sessions} sessions x {args.seconds:g} s, batch {args.batch_size}, "
+          f"{args.device}:")
+    print(f"  pipelined (generate k+1 while compositing k): {rates[True]:7.1f} frames/s")
+    print(f"  sequential (generate, then composite):        {rates[False]:7.1f} frames/s")
+    print(f"  gain: x{rates[True] / rates[False]:.2f}")
+
+
+def bench_cpu_frame(args: argparse.Namespace) -> None:
+    """CPU ms per delivered 720p frame (paste, encode, send) and the compositor's frames/s on 1 and 2 workers."""
+    import socket
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import cv2
+
+    from musetalk import MuseTalk
+    from musetalk.models.random_init import write_random_models
+    from musetalk.realtime.avatars.store import AvatarStore
+    from musetalk.realtime.engine.render import composite
+    from musetalk.video.jpeg import encode_jpeg
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        photo = work / "musk720.png"
+        cv2.imwrite(str(photo), cv2.resize(cv2.imread(str(MEDIA / "musk.png")), (1280, 720),
+                                           interpolation=cv2.INTER_CUBIC))
+        mt = MuseTalk.from_pretrained(write_random_models(work / "models", size="tiny", versions=("v1.5",)))
+        store = AvatarStore(work / "avatars", mt)
+        store.prepare(photo, "hd")
+        avatar = store.load("hd")
+        face = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+        n = args.cpu_frames
+
+        def cpu_ms(step) -> float:
+            step()  # warm: the frame and mask decoded into the cache
+            begin = time.thread_time()
+            for _ in range(n):
+                step()
+            return (time.thread_time() - begin) / n * 1000
+
+        image = composite(avatar, 0, face)
+        jpeg = encode_jpeg(image, 85)
+        sender, receiver = socket.socketpair()
+
+        def receive_all() -> None:
+            while receiver.recv(1 << 20):
+                pass
+
+        drain = threading.Thread(target=receive_all, daemon=True)
+        drain.start()
+        paste = cpu_ms(lambda: composite(avatar, 0, face))
+        encode = cpu_ms(lambda: encode_jpeg(image, 85))
+        send = cpu_ms(lambda: sender.sendall(len(jpeg).to_bytes(4, "big") + jpeg))
+        sender.close()
+        drain.join(10)
+        rates, busy = {}, {}
+        for workers in (1, 2):
+            with ThreadPoolExecutor(workers) as pool:
+                begin, cpu = time.perf_counter(), time.process_time()
+                list(pool.map(lambda _: encode_jpeg(composite(avatar, 0, face), 85), range(4 * n)))
+                wall = time.perf_counter() - begin
+                rates[workers], busy[workers] = 4 * n / wall, (time.process_time() - cpu) / wall
+        python_alone = python_loop_rate(2.0)
+        stop, beside = threading.Event(), [0]
+
+        def compositor() -> None:
+            while not stop.is_set():
+                encode_jpeg(composite(avatar, 0, face), 85)
+                beside[0] += 1
+
+        worker = threading.Thread(target=compositor)
+        worker.start()
+        python_beside = python_loop_rate(2.0)
+        stop.set()
+        worker.join()
+    print(f"\nCPU per delivered 1280x720 frame ({len(jpeg) / 1000:.0f} kB JPEG q85, {os.cpu_count()} cores here):")
+    print(f"  paste {paste:.2f} ms + encode {encode:.2f} ms + send {send:.2f} ms = {paste + encode + send:.2f} ms")
+    print(f"compositor (paste + encode): 1 worker {rates[1]:.1f} frames/s, 2 workers {rates[2]:.1f} frames/s, "
+          f"ratio {rates[2] / rates[1]:.2f}; cores busy {busy[1]:.2f} and {busy[2]:.2f} (2 workers holding the GIL "
+          f"would stay near 1)")
+    print(f"GIL: a pure-Python loop keeps {python_beside / python_alone:.2f} of its speed beside one compositor "
+          f"thread, which then makes {beside[0] / 2.0:.0f} frames/s (alone {rates[1]:.0f})")
+
+
+def python_loop_rate(seconds: float) -> float:
+    """Iterations per second of a pure-Python loop (it holds the GIL all the time)."""
+    count, end = 0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        count += 1
+    return count / seconds
+
+
 def main() -> None:
     from musetalk.realtime.engine.streaming import DEFAULT_LOOKAHEAD_S
 
@@ -387,6 +513,10 @@ def main() -> None:
     parser.add_argument("--lookaheads", default="0,0.1,0.2,0.4,0.8", help="look-aheads for --feature-diff")
     parser.add_argument("--diff-seconds", type=float, default=None,
                         help="--feature-diff on the first seconds of --audio only (default: all of it)")
+    parser.add_argument("--overlap", action="store_true", help="only measure frames/s at saturation, pipelined vs not")
+    parser.add_argument("--overlap-sessions", type=int, default=4, help="plain sessions saturating --overlap")
+    parser.add_argument("--cpu-frame", action="store_true", help="only measure the CPU side of a 720p frame")
+    parser.add_argument("--cpu-frames", type=int, default=50, help="frames per --cpu-frame measurement")
     args = parser.parse_args()
     args.sessions = [int(k) for k in args.sessions.split(",")]
     args.lookaheads = [float(v) for v in args.lookaheads.split(",")]
@@ -407,6 +537,10 @@ def main() -> None:
 
         with tempfile.TemporaryDirectory() as tmp:
             bench_transports(args, Path(tmp))
+    elif args.overlap:
+        bench_overlap(args)
+    elif args.cpu_frame:
+        bench_cpu_frame(args)
     else:
         bench_serving(args)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..realtime.backend import default_device
+from ..pipeline.device import default_device
 
 DEVICE_HELP = "torch device: cpu, cuda, cuda:1, ... (default: cuda when available, else cpu)"
 

@@ -25,7 +25,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     p.add_argument("--version", choices=VERSIONS, default="v1.5", help="model version (default: v1.5)")
     add_device_argument(p)
-    p.add_argument("--fp16", action="store_true", help="half precision (GPU)")
+    p.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"), default="auto",
+                   help="model precision: auto is float16 on CUDA, float32 on CPU (as dub)")
+    p.add_argument("--fp16", action="store_true", help=argparse.SUPPRESS)  # the former flag: --dtype float16
+    p.add_argument("--compile", choices=("off", "compile", "cudagraphs"), default="off",
+                   help="torch.compile the model step (cudagraphs: also capture it as a CUDA graph); batches are "
+                        "padded to --batch-size (as they are on CUDA anyway)")
     p.add_argument("--decoder", choices=("vae", "tiny"), default="tiny",
                    help="latent decoder: TAESD (taesd/ in the models folder; default: ~12x cheaper decode, so "
                         "lower latency and more sessions) or the official sd-vae (finer detail)")
@@ -144,7 +149,8 @@ def backend_options(args: argparse.Namespace):
     from ..realtime.backend import BackendOptions
 
     return BackendOptions(models=args.models, avatars=args.avatars, version=args.version, device=args.device,
-                          fp16=args.fp16, decoder=args.decoder, batch_size=args.batch_size,
+                          dtype="float16" if args.fp16 else args.dtype,
+                          compile=args.compile, decoder=args.decoder, batch_size=args.batch_size,
                           lookahead_s=args.lookahead, latency_budget_s=args.latency_budget_ms / 1000,
                           max_sessions=args.max_sessions, avatar_cache_mb=args.avatar_cache_mb,
                           max_audio_ahead_s=args.max_audio_ahead_s)

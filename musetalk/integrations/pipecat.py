@@ -189,7 +189,8 @@ class MuseTalkVideoService(AIService):
     avatar: the prepared avatar's name. server: a ``musetalk serve`` URL (http(s)://host:port; None: run the
     model in this process); token: that server's access token. In-process, as ``musetalk serve``'s flags:
     models, avatars (folders; default ``$MUSETALK_MODELS``, ``$MUSETALK_AVATARS``), device (default cuda when
-    present), decoder ("tiny" or "vae"), version, fp16, batch_size, lookahead (seconds), latency_budget_ms
+    present), decoder ("tiny" or "vae"), version, dtype ("auto": float16 on CUDA), batch_size, lookahead
+    (seconds), latency_budget_ms
     (a frame not out this long after its time is skipped: its picture repeats, its audio plays),
     max_sessions (speaking sessions of the engine; default: calibrated). interrupt_on_user_speech: a
     ``UserStartedSpeakingFrame`` interrupts like an ``InterruptionFrame`` (barge-in).
@@ -197,7 +198,7 @@ class MuseTalkVideoService(AIService):
 
     def __init__(self, *, avatar: str, server: str | None = None, token: str | None = None,
                  models: str | None = None, avatars: str | None = None, device: str | None = None,
-                 decoder: str = "tiny", version: str = "v1.5", fp16: bool = False, batch_size: int = 16,
+                 decoder: str = "tiny", version: str = "v1.5", dtype: str = "auto", batch_size: int = 16,
                  lookahead: float | None = None, latency_budget_ms: float = 200.0, max_sessions: int | None = None,
                  interrupt_on_user_speech: bool = True, **kwargs) -> None:
         super().__init__(settings=ServiceSettings(model=None), **kwargs)
@@ -206,7 +207,7 @@ class MuseTalkVideoService(AIService):
         self.avatar = avatar
         self.server = server
         self._token = token
-        self.options = BackendOptions(models=models, avatars=avatars, version=version, device=device, fp16=fp16,
+        self.options = BackendOptions(models=models, avatars=avatars, version=version, device=device, dtype=dtype,
                                       decoder=decoder, batch_size=batch_size, lookahead_s=lookahead,
                                       latency_budget_s=latency_budget_ms / 1000, max_sessions=max_sessions,
                                       jpeg_quality=None)

@@ -63,6 +63,13 @@ class Acceleration:
         return _TORCH_COMPILE_MODES[self.compile]
 
 
+def default_acceleration(device: str | torch.device, batch_size: int, compile: str = "off") -> Acceleration:
+    """How ``dub`` and ``serve`` run the model: batches padded to ``batch_size`` (static shapes) on CUDA or
+    when compiled, as they come otherwise."""
+    static = compile != "off" or torch.device(device).type == "cuda"
+    return Acceleration(static_batch=max(1, batch_size) if static else None, compile=compile)
+
+
 def pad_batch(tensor: torch.Tensor, size: int) -> torch.Tensor:
     """Append zero rows to ``tensor`` (B, ...) up to ``size`` >= B rows."""
     if len(tensor) == size:

@@ -35,7 +35,7 @@ from ..errors import AudioError, FaceError, MuseTalkError
 from ..face import (BlendMask, FaceAnalyzer, FaceRecord, RecordedFaces, crop_face, default_blend_mode,
                     draw_debug_overlay, make_blend_mask, paste_face)
 from ..video import VideoWriter, atomic_output, probe
-from .acceleration import Acceleration, resolve_dtype
+from .acceleration import default_acceleration, resolve_dtype
 from .lipsync import MuseTalk, PendingFaces
 from .memory import map_large_buffers
 from .source import SourceInfo, describe_source, source_frames
@@ -140,8 +140,7 @@ def load_speech(path: str | os.PathLike, start: float = 0.0, end: float | None =
 def load_model(options: DubOptions) -> MuseTalk:
     """The model as the options say; batches are padded to ``batch_size`` when compiled or on CUDA."""
     device = torch.device(options.device)
-    static = options.compile != "off" or device.type == "cuda"
-    accel = Acceleration(static_batch=max(1, options.batch_size) if static else None, compile=options.compile)
+    accel = default_acceleration(device, options.batch_size, options.compile)
     return MuseTalk.from_pretrained(options.models, options.version, device, resolve_dtype(options.dtype, device),
                                     options.decoder, accel)
 

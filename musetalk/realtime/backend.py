@@ -9,16 +9,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from ..pipeline.device import default_device
+
 log = logging.getLogger(__name__)
 
 DEFAULT_BUDGET_S = 0.2  # the real-time bound of bench/realtime.py (p95 < 200 ms)
-
-
-def default_device() -> str:
-    """"cuda" when torch sees a GPU, else "cpu"."""
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @dataclass(frozen=True)
@@ -26,7 +21,9 @@ class BackendOptions:
     """What a back end is made of (names as ``musetalk serve``'s flags).
 
     models / avatars: folders (None: ``$MUSETALK_MODELS`` / ``$MUSETALK_AVATARS``, else ./models, ./avatars);
-    device: torch device (None: :func:`default_device`); fp16: half precision; decoder: "tiny" (TAESD) or
+    device: torch device (None: :func:`default_device`); dtype: "auto" (float16 on CUDA, float32 on CPU, as
+    ``dub``), "float32", "float16" or "bfloat16"; compile: "off", "compile" or "cudagraphs" (batches then
+    padded to ``batch_size``, as on CUDA anyway); decoder: "tiny" (TAESD) or
     "vae"; batch_size: most frames per model call; lookahead_s: default audio after a frame's window
     (None: the engine's default); latency_budget_s: a frame this late after its due time is skipped;
     max_sessions: speaking sessions admitted (None: calibrated at start-up); avatar_cache_mb: memory for
@@ -38,7 +35,8 @@ class BackendOptions:
     avatars: str | None = None
     version: str = "v1.5"
     device: str | None = None
-    fp16: bool = False
+    dtype: str = "auto"
+    compile: str = "off"
     decoder: str = "tiny"
     batch_size: int = 16
     lookahead_s: float | None = None
@@ -70,20 +68,27 @@ def open_store(avatars: str | None, models: str | None, mt, device: str, **optio
     return AvatarStore(avatars, mt, parser=load_face_parser(models, device=device), **options)
 
 
+def model_settings(options: BackendOptions):
+    """(device, torch dtype, :class:`~musetalk.pipeline.acceleration.Acceleration`) as ``dub`` chooses them:
+    CUDA when there is one, float16 there, batches padded to ``batch_size`` on CUDA or when compiled."""
+    from ..pipeline.acceleration import default_acceleration, resolve_dtype
+
+    device = options.device or default_device()
+    return device, resolve_dtype(options.dtype, device), default_acceleration(device, options.batch_size,
+                                                                              options.compile)
+
+
 def load_backend(options: BackendOptions) -> Backend:
     """Load the model, open the avatars folder and start the engine as ``options`` say (seconds to minutes:
     the model loads, and without ``max_sessions`` a short calibration measures the capacity)."""
-    import torch
-
     from ..pipeline.lipsync import MuseTalk
     from .engine.admission import calibrate
     from .engine.engine import Engine
     from .engine.streaming import DEFAULT_LOOKAHEAD_S
 
-    device = options.device or default_device()
-    dtype = torch.float16 if options.fp16 else torch.float32
+    device, dtype, accel = model_settings(options)
     mt = MuseTalk.from_pretrained(options.models, version=options.version, device=device, dtype=dtype,
-                                  decoder=options.decoder)
+                                  decoder=options.decoder, accel=accel)
     store = open_store(options.avatars, options.models, mt, device, cache_mb=options.avatar_cache_mb)
     lookahead = DEFAULT_LOOKAHEAD_S if options.lookahead_s is None else options.lookahead_s
     budget = options.latency_budget_s

@@ -173,3 +173,26 @@ def test_default_blend_mode_has_one_definition():
     assert default_blend_mode("v1.5") == "jaw" and default_blend_mode("v1.0") == "raw"
     for version in ("v1.5", "v1.0"):
         assert PrepareSettings().resolved(version).blend_mode == default_blend_mode(version)
+
+
+def test_paste_blend_is_the_weighted_mean_rounded(sun_frames, sun_raw):
+    """Inside the mask box the paste is face x w + frame x (1 - w), rounded (within one level of float
+    round-off); weights 0 and 1 give the frame and the resized face exactly."""
+    import cv2
+
+    frame, rec = sun_frames[0], sun_raw[0]
+    mask = make_blend_mask(frame.shape, rec)
+    face = np.random.default_rng(3).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    out = paste_face(frame, face, rec, mask)
+    x1, y1, x2, y2 = (int(v) for v in rec.crop_box)
+    mx1, my1, mx2, my2 = (int(v) for v in mask.box)
+    large = frame[my1:my2, mx1:mx2].copy()
+    resized = cv2.resize(face, (x2 - x1, y2 - y1), interpolation=cv2.INTER_LINEAR)
+    ix1, iy1, ix2, iy2 = max(x1, mx1), max(y1, my1), min(x2, mx2), min(y2, my2)
+    large[iy1 - my1:iy2 - my1, ix1 - mx1:ix2 - mx1] = resized[iy1 - y1:iy2 - y1, ix1 - x1:ix2 - x1]
+    base, w = frame[my1:my2, mx1:mx2].astype(np.float64), mask.mask[..., None].astype(np.float64)
+    expected = np.rint(base + w * (large - base))
+    inside = out[my1:my2, mx1:mx2].astype(np.float64)
+    assert np.abs(inside - expected).max() <= 1
+    assert np.array_equal(inside[mask.mask == 1], large[mask.mask == 1])
+    assert np.array_equal(inside[mask.mask == 0], base[mask.mask == 0])

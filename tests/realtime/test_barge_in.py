@@ -10,7 +10,7 @@ from musetalk.realtime.engine.outbox import Frame
 from musetalk.realtime.engine.render import blend_with_rest, composite
 from musetalk.realtime.engine.session import _blend
 
-from .conftest import fake_models
+from .conftest import fake_models, wait_until
 
 WHITE = np.full((256, 256, 3), 255, np.uint8)
 BLACK = np.zeros((256, 256, 3), np.uint8)
@@ -55,12 +55,7 @@ def test_a_frame_of_the_interrupted_utterance_never_lands_in_the_new_ones_slot(t
         b_start.append(session.feed(speech[64000:80000]))  # B: 1 s, barging in
         session.end()
         a_release.set()
-        reader_done = threading.Event()
-        while not reader_done.is_set():
-            if all(i in got for i in range(b_start[0], b_start[0] + 25)):
-                break
-            reader_done.wait(0.05)
-            assert reader.is_alive()
+        wait_until(lambda: all(i in got for i in range(b_start[0], b_start[0] + 25)), timeout=60)
         session.finish()
         reader.join(30)
     overlap = set(batches[0]) & set(range(b_start[0], b_start[0] + 25))

@@ -16,3 +16,26 @@ def test_bad_serve_flags(tmp_path, flags, message):
     run = subprocess.run([sys.executable, "-m", "musetalk.cli.main", "serve", "--models", str(tmp_path), *flags],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode != 0 and message in run.stderr and "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize("flags, dtype, static_batch, compile_mode", [
+    (["--device", "cuda"], "float16", 16, "off"),  # dub's defaults: half precision and static shapes on CUDA
+    (["--device", "cpu"], "float32", None, "off"),
+    (["--device", "cuda", "--dtype", "bfloat16", "--compile", "cudagraphs", "--batch-size", "8"], "bfloat16", 8,
+     "cudagraphs"),
+    (["--device", "cpu", "--compile", "compile", "--batch-size", "4"], "float32", 4, "compile"),
+    (["--device", "cuda", "--fp16"], "float16", 16, "off"),
+])
+def test_serve_runs_the_model_as_dub_does(flags, dtype, static_batch, compile_mode):
+    import argparse
+
+    import torch
+
+    from musetalk.cli import serve
+    from musetalk.realtime.backend import model_settings
+
+    parser = argparse.ArgumentParser()
+    serve.register(parser.add_subparsers())
+    device, resolved, accel = model_settings(serve.backend_options(parser.parse_args(["serve", *flags])))
+    assert (resolved, accel.static_batch, accel.compile) == (getattr(torch, dtype), static_batch, compile_mode)
+    assert device == flags[1]

@@ -56,6 +56,16 @@ class MemoryCache:
         self._put(key, value, int(size(value)))
         return value
 
+    def peek(self, key: Hashable) -> object | None:
+        """The cached value of ``key`` (now the most recently used), or None; never loads."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return entry[0]
+
     def drop(self, match: Callable[[Hashable], bool]) -> None:
         """Forget every entry whose key ``match``es."""
         with self._lock:

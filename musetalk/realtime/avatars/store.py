@@ -116,6 +116,10 @@ class Avatar:
     def has_face(self, src: int) -> bool:
         return self.records[src].found
 
+    def cached_frame(self, src: int) -> np.ndarray | None:
+        """``frames[src]`` when the cache holds it decoded, else None (no decoding)."""
+        return self._cache.peek((self._serial, "frame", src))
+
     def frame_jpeg(self, src: int) -> bytes:
         """Source frame ``src`` as stored: JPEG bytes."""
         return bytes(self._data.frames[src])

@@ -6,8 +6,9 @@
     session.end()
     for item in session.frames(): ...         # Frame(index, jpeg, image, times) or Skip(index, skipped)
 
-A clock thread sends live sessions' frames at their due times (rest frames, made from the avatar's
-cached source frames, and speech frames rendered ahead). The scheduler thread loops: (1) plans and runs
+A clock thread sends live sessions' frames at their due times (rest frames, and speech frames rendered
+ahead); it does no codec work: a rest frame is the avatar's stored JPEG, or (image sessions) its decoded
+frame from the store's cache (under the store's memory cap), decoded ahead in the compositor pool. The scheduler thread loops: (1) plans and runs
 one batched whisper pass over the new audio windows of every session (:mod:`.streaming`); (2) picks up to ``batch_size`` frames earliest-deadline-first across
 sessions, skipping those that can no longer make their deadline (:mod:`.session`) and sizing the batch
 to the time left before them (the measured cost of :mod:`.render_cost`); (3) one
@@ -20,8 +21,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import threading
 import time
+from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence
 
@@ -40,7 +43,7 @@ from .streaming import DEFAULT_LOOKAHEAD_S, Plan, encode_plans
 
 log = logging.getLogger(__name__)
 
-REST_CACHE_FRAMES = 2048  # JPEGs of avatar source frames kept for live sessions at rest
+REST_AHEAD_S = 1.0  # image sessions: rest frames decoded (into the store's cache) this far ahead of the clock
 
 
 class Engine:
@@ -51,13 +54,15 @@ class Engine:
     audio needed after a frame's window; latency_budget_s: a frame later than this after its due time is
     skipped (None: never skip); capacity: speaking sessions admitted (None: no limit); outbox_frames:
     frames a slow client may have waiting before further ones are skipped; max_audio_ahead_s: audio a
-    session accepts ahead of its clock (more is refused, see :mod:`.session`).
+    session accepts ahead of its clock (more is refused, see :mod:`.session`); pipeline: batch k+1
+    generates while batch k is composited and encoded in the pool (False: one after the other, the baseline
+    ``bench/realtime.py --overlap`` measures against).
     """
 
     def __init__(self, mt, batch_size: int = 16, compositors: int = 2, jpeg_quality: int | None = 85,
                  lookahead_s: float = DEFAULT_LOOKAHEAD_S, latency_budget_s: float | None = None,
                  capacity: int | None = None, outbox_frames: int = 50,
-                 max_audio_ahead_s: float = DEFAULT_MAX_AUDIO_AHEAD_S) -> None:
+                 max_audio_ahead_s: float = DEFAULT_MAX_AUDIO_AHEAD_S, pipeline: bool = True) -> None:
         if batch_size < 1:
             raise MuseTalkError(f"batch_size must be at least 1, got {batch_size}")
         if latency_budget_s is not None and latency_budget_s <= 0:
@@ -72,6 +77,7 @@ class Engine:
         self.admission = Admission(capacity)
         self.outbox_frames = outbox_frames
         self.max_audio_ahead_s = max_audio_ahead_s
+        self.pipeline = pipeline
         self.stats = EngineStats()
         self.background = BackgroundLane()  # avatar preparations wait their turn here (live sessions first)
         self._sessions: list[Session] = []
@@ -79,7 +85,8 @@ class Engine:
         self._cond = threading.Condition()
         self._stopping = False
         self.cost = RenderCost()
-        self._rest: dict[tuple[int, int], tuple[object, bytes | None]] = {}  # (id(avatar), source) -> (avatar, jpeg)
+        self._warming: set[tuple[int, int]] = set()  # (id(avatar), source) being decoded in the pool
+        self._warming_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(compositors, thread_name_prefix="musetalk-composite")
         self._slots = threading.Semaphore(2 * compositors * batch_size)  # bounds frames waiting to be composited
         self._thread = threading.Thread(target=self._run, name="musetalk-engine", daemon=True)
@@ -102,6 +109,8 @@ class Engine:
             self.admission.check(self.speaking, self.idle, live=live)
             session = Session(avatar, next(self._ids), settings, self.wake, self.stats, loop)
             self._sessions.append(session)
+        if live and not settings.encode_jpeg:
+            self._warm_rest(session)
         log.debug("session %d opened on avatar %s", session.id, avatar.name)
         return session
 
@@ -184,18 +193,63 @@ class Engine:
         return any(s.head_deadline() is not None or s.wants_plan(self.batch_size) for s in self._sessions)
 
     def _run_clock(self) -> None:
-        """The clock thread: live sessions' frames go out at their due time, whatever the scheduler does."""
-        while True:
-            with self._cond:
-                while not self._stopping and (wait := self._until_tick()) > 0:
-                    self._cond.wait(timeout=wait)
-                if self._stopping:
-                    return
-                live = [s for s in self._sessions if s.live]
-            now = time.perf_counter()
-            for s in live:
-                _guarded(s, "rest frames", lambda: s.tick(now, self._rest_frame if s.settings.encode_jpeg
-                                                          else _rest_image))
+        """The clock thread: live sessions' frames go out at their due time, whatever the scheduler does. It
+        only places frames that are ready (no codec work here): rest frames are the stored JPEGs, or images
+        decoded ahead in the compositor pool (:meth:`_warm_rest`); one not decoded in time is decoded there
+        and placed late."""
+        while self._wait_for_tick():
+            self._tick(self._live_sessions(), time.perf_counter())
+
+    def _wait_for_tick(self) -> bool:
+        """Wait until a live session's clock reaches its next frame; False when the engine stops."""
+        with self._cond:
+            while not self._stopping and (wait := self._until_tick()) > 0:
+                self._cond.wait(timeout=wait)
+            return not self._stopping
+
+    def _live_sessions(self) -> list[Session]:
+        with self._cond:
+            return [s for s in self._sessions if s.live]
+
+    def _tick(self, sessions: list[Session], now: float) -> None:
+        """Place the frames of ``sessions`` due by ``now``; image sessions warm their next rest frames."""
+        for s in sessions:
+            if s.settings.encode_jpeg:
+                _guarded(s, "rest frames", lambda: s.tick(now, _stored_jpeg))
+            else:
+                if pending := _guarded(s, "rest frames", lambda: s.tick(now, _cached_image)):
+                    self._pool.submit(self._place_rest, s, pending, now)
+                self._warm_rest(s)
+
+    def _place_rest(self, session: Session, pending: list[tuple[int, int]], due_by: float) -> None:
+        """Decode the rest frames the clock reached before they were ready, and place them."""
+        def place() -> None:
+            for index, src in pending:
+                session.place_rest(index, None, np.asarray(session.avatar.frames[src]), due_by)
+
+        _guarded(session, "rest frames", place)
+
+    def _warm_rest(self, session: Session) -> None:
+        """Decode, in the compositor pool, the source frames of ``session``'s next ``REST_AHEAD_S`` of clock
+        that the store's cache lacks (so its rest frames are ready when due)."""
+        avatar = session.avatar
+        sources = dict.fromkeys(session.sources_ahead(math.ceil(REST_AHEAD_S * avatar.fps)))
+        with self._warming_lock:
+            missing = [src for src in sources if (id(avatar), src) not in self._warming
+                       and avatar.cached_frame(src) is None]
+            self._warming.update((id(avatar), src) for src in missing)
+        if missing:
+            self._pool.submit(self._decode_rest, avatar, missing)
+
+    def _decode_rest(self, avatar, sources: list[int]) -> None:
+        try:
+            for src in sources:
+                avatar.frames[src]  # decoded into the store's cache, under its cap
+        except Exception:  # noqa: BLE001 - the clock then skips those frames; the engine goes on
+            log.exception("decoding rest frames of avatar %s failed", avatar.name)
+        finally:
+            with self._warming_lock:
+                self._warming.difference_update((id(avatar), src) for src in sources)
 
     def _until_tick(self) -> float:
         """Seconds until a live session's clock reaches its next frame (at most 1). Holds ``_cond``."""
@@ -217,18 +271,6 @@ class Engine:
     def _encode_batch(self, planned: list[tuple[Session, Plan]]) -> list[np.ndarray]:
         return encode_plans(self.mt.whisper, self.mt.feature_extractor, [plan for _, (_, plan) in planned],
                             self.mt.device, self.mt.dtype)
-
-    def _rest_frame(self, avatar, source: int) -> tuple[bytes | None, np.ndarray]:
-        """Source frame ``source`` of ``avatar`` unaltered: (its JPEG, cached; None without encoding), image."""
-        image = np.asarray(avatar.frames[source])
-        if not self.jpeg_quality:
-            return None, image
-        key = (id(avatar), source)
-        if key not in self._rest:
-            if len(self._rest) >= REST_CACHE_FRAMES:
-                self._rest.pop(next(iter(self._rest)))
-            self._rest[key] = (avatar, encode_jpeg(image, self.jpeg_quality))  # the avatar keeps its id unique
-        return self._rest[key][1], image
 
     def _pick(self, sessions: list[Session]) -> list[Job]:
         """Up to ``batch_size`` jobs, earliest deadline first across sessions, the speaking sessions beyond the
@@ -280,12 +322,15 @@ class Engine:
         generated_at = time.perf_counter()
         self.cost.generated(generated_at - start, len(with_face))
         self.stats.batch(len(jobs))
+        composites = []
         for j in jobs:
             if j.session.avatar.has_face(j.source) and id(j) not in faces:
                 j.session.release(j)  # its session failed in generation
             else:
                 self._slots.acquire()
-                self._pool.submit(self._composite, j, faces.get(id(j)), generated_at)
+                composites.append(self._pool.submit(self._composite, j, faces.get(id(j)), generated_at))
+        if not self.pipeline:
+            futures.wait(composites)  # the next batch generates only after this one is composited
 
     def _generate_batch(self, pairs: list[tuple[Session, Job]]) -> list[np.ndarray]:
         latents = torch.stack([j.session.avatar.device_latents(self.mt.device, self.mt.dtype)[j.source]
@@ -307,9 +352,17 @@ class Engine:
         self.cost.finished(time.perf_counter() - generated_at)
 
 
-def _rest_image(avatar, source: int) -> tuple[None, np.ndarray]:
-    """Source frame ``source`` of ``avatar`` unaltered, without JPEG: (None, uint8 (H, W, 3) RGB)."""
-    return None, np.asarray(avatar.frames[source])
+def _stored_jpeg(avatar, source: int) -> tuple[bytes, None]:
+    """Source frame ``source`` of ``avatar`` unaltered, as stored: (its JPEG bytes, no image). No codec work:
+    the stored JPEG decodes to the avatar's frame exactly."""
+    return avatar.frame_jpeg(source), None
+
+
+def _cached_image(avatar, source: int) -> tuple[None, np.ndarray] | None:
+    """Source frame ``source`` of ``avatar`` unaltered: (no JPEG, uint8 (H, W, 3) RGB) when the store's cache
+    holds it decoded, else None (not ready: it is decoded in the pool, not on the clock thread)."""
+    image = avatar.cached_frame(source)
+    return None if image is None else (None, image)
 
 
 def _window(deadlines: list[float], done_by: list[float]) -> tuple[int, int]:

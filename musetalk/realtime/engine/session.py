@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 BLEND_FRAMES = 3
 DEFAULT_MAX_AUDIO_AHEAD_S = 30.0
-RestRenderer = Callable[[object, int], "tuple[bytes | None, np.ndarray]"]
+RestRenderer = Callable[[object, int], "tuple[bytes | None, np.ndarray | None] | None"]
 
 
 class SessionError(MuseTalkError):
@@ -473,21 +473,42 @@ class Session:
         """Live: when the clock reaches its next frame (None: not live or over)."""
         return self.due(self._clock) if self.live and self.active and not self._end_sent else None
 
-    def tick(self, now: float, render_rest: RestRenderer) -> None:
-        """Live: place the rest frames due by ``now`` (``render_rest(avatar, source)`` -> (jpeg, image)) and
-        send the speech frames due by then."""
+    def sources_ahead(self, count: int) -> list[int]:
+        """Live: the avatar source frames of the next ``count`` frames of the clock."""
+        with self._lock:
+            first = self._clock
+        return [self.avatar.source_index(i) for i in range(first, first + count)]
+
+    def tick(self, now: float, render_rest: RestRenderer) -> list[tuple[int, int]]:
+        """Live: place the rest frames due by ``now`` (``render_rest(avatar, source)`` -> (jpeg, image), or
+        None when it is not ready) and send the frames due by then. Returns the (index, source) of the rest
+        frames that were not ready: the caller makes them and places each with :meth:`place_rest`."""
+        pending = []
         with self._lock:
             while self.active and not self._end_sent and self.due(self._clock) <= now:
                 index = self._clock
                 self._clock += 1
                 if any(u.covers(index) for u in self._utterances):
                     continue
-                jpeg, image = render_rest(self.avatar, self.avatar.source_index(index))
-                self._reorder[index] = Frame(index, jpeg if self.settings.encode_jpeg else None,
-                                             image if self.settings.keep_images else None,
-                                             now, self.due(index), time.perf_counter())
+                source = self.avatar.source_index(index)
+                if (rest := render_rest(self.avatar, source)) is None:
+                    pending.append((index, source))
+                else:
+                    self._reorder[index] = self._rest_frame(index, *rest, now)
             if self.active and not self._end_sent:
                 self._drain()
+        return pending
+
+    def place_rest(self, index: int, jpeg: bytes | None, image: np.ndarray | None, ready_at: float) -> None:
+        """Live: rest frame ``index``, made after the clock reached it (see :meth:`tick`)."""
+        with self._lock:
+            if self.active and not self._end_sent and index >= self._next_out and index not in self._reorder:
+                self._reorder[index] = self._rest_frame(index, jpeg, image, ready_at)
+                self._drain()
+
+    def _rest_frame(self, index: int, jpeg: bytes | None, image: np.ndarray | None, ready_at: float) -> Frame:
+        return Frame(index, jpeg if self.settings.encode_jpeg else None, image if self.settings.keep_images else None,
+                     ready_at, self.due(index), time.perf_counter())
 
     def skip(self, job: Job) -> None:
         """``job`` missed its deadline: the client gets a skip in its place."""
