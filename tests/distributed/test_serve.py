@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import json
-import socket
 
 import numpy as np
 import pytest
@@ -13,16 +12,11 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
 from musetalk.audio.features import frame_count
+from tests.serving import free_port
 
 pytestmark = pytest.mark.slow
 
 SECONDS = 0.4
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -2,40 +2,17 @@
 rest before anything is said, and a typed sentence makes the pictures change while its sound plays."""
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import shutil
-import socket
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.serving import serving
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "voice_agent.py"
 CHROMIUM = "/usr/bin/chromium"
-
-
-@contextlib.contextmanager
-def running(app):
-    """``app`` served by uvicorn on a free port (in a thread) while inside; yields its URL."""
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 60
-        while not server.started:
-            assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 @pytest.mark.slow
@@ -53,7 +30,7 @@ def test_the_page_shows_the_avatar_at_rest_then_speaks_a_typed_sentence(white_ba
                                str(white_options["batch_size"]), "--latency-budget-ms",
                                str(white_options["latency_budget_ms"]), "--max-sessions",
                                str(white_options["max_sessions"])])
-    with running(example.create_app(args)) as url, playwright.sync_playwright() as p:
+    with serving(example.create_app(args)) as url, playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM,
                                     args=["--no-sandbox", "--autoplay-policy=no-user-gesture-required"])
         try:

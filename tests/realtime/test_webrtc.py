@@ -5,12 +5,8 @@ the audio it is given, so the picture carries its audio's envelope."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import socket
-import threading
 import time
-from typing import Iterator
 
 import httpx
 import numpy as np
@@ -25,6 +21,7 @@ from musetalk.realtime.outputs.webrtc import VIDEO_QUEUE  # noqa: E402
 from musetalk.realtime.outputs.ice import IceServer, WebRTCSettings  # noqa: E402
 from musetalk.realtime.server import create_app  # noqa: E402
 from musetalk.realtime.web.access import AccessPolicy  # noqa: E402
+from tests.serving import serving  # noqa: E402
 
 FPS = 25
 LOUD_GAIN = 2000.0  # face grey level per unit of RMS loudness
@@ -66,28 +63,6 @@ def loudness_models(engine: Engine) -> Engine:
     return engine
 
 
-@contextlib.contextmanager
-def running(app) -> Iterator[str]:
-    """``app`` served by uvicorn on a free port (in a thread) while inside; yields its URL."""
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)
-
-
 @pytest.fixture(scope="module")
 def engine(tiny_musetalk):
     """Room for one speaking session (or twenty idle ones); frames later than 1 s are skipped."""
@@ -103,7 +78,7 @@ def app(store, engine, speech):
 
 @pytest.fixture(scope="module")
 def url(app):
-    with running(app) as url:
+    with serving(app) as url:
         yield url
 
 
@@ -227,7 +202,7 @@ def test_a_whep_session_delivers_video_at_the_avatars_fps_and_audio(url, app):
             await viewer.connected()
             first = len(viewer.video), len(viewer.audio), time.perf_counter()
             await asyncio.sleep(10)  # the measurement window itself
-            frames, audio_frames = len(viewer.video) - first[0], len(viewer.audio) - first[1]
+            frames = len(viewer.video) - first[0]
             seconds = time.perf_counter() - first[2]
             samples = sum(len(a) for _, a in viewer.audio[first[1]:])
             return viewer, frames / seconds, samples / seconds, await viewer.delete()
