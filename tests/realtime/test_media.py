@@ -128,3 +128,25 @@ def test_video_and_audio_pts_count_frames_and_samples_of_one_clock():
     sound = np.concatenate([f.to_ndarray()[0] for f in frames])
     assert frames[0].pts + int(np.argmax(sound)) == 96000 + 9600  # the click at 2.2 s on the same clock
     assert 48000 - 1200 <= len(sound) <= 48000  # the resampler holds back its filter's last 25 ms
+
+
+def test_synthesised_speech_starts_on_the_clocks_next_frame_microphone_speech_after_its_look_ahead(tiny_musetalk, store,
+                                                                                                speech):
+    """A say's audio exists before it plays: it needs no look-ahead wait, its first frame is the clock's
+    next one; live audio starts where its look-ahead will have arrived (the session's audio delay later)."""
+    from musetalk.realtime.engine.session import audio_delay
+
+    avatar = store.load("video")
+    with Engine(tiny_musetalk, batch_size=8, lookahead_s=0.4, latency_budget_s=BUDGET_S, capacity=4) as engine:
+        white_faces(engine)
+        said, heard = engine.open(avatar, live=True), engine.open(avatar, live=True)
+        time.sleep(0.5)
+        now = time.perf_counter()
+        first_said = said.feed(speech[:8000], known_ahead=True)
+        first_heard = heard.feed(speech[:8000])
+        playing = said.clock.frame_at(now)
+        said.close()
+        heard.close()
+    assert playing <= first_said <= playing + 2
+    delay_frames = audio_delay(avatar.fps, 0.4) * avatar.fps  # 25 fps: about 23 frames
+    assert abs((first_heard - first_said) - delay_frames) <= 2

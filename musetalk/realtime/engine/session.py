@@ -144,9 +144,12 @@ class Session:
             self._utterances.append(Utterance(FeatureStream(avatar.fps, settings.lookahead_s), 0))
 
     # -- client side -------------------------------------------------------------------------------
-    def feed(self, samples: np.ndarray) -> int:
+    def feed(self, samples: np.ndarray, known_ahead: bool = False) -> int:
         """Append float32 (N,) mono samples at 16 kHz (values in [-1, 1]); in a live session, audio after
-        an utterance's end starts the next utterance. Returns the frame whose time these samples start at.
+        an utterance's end starts the next utterance. ``known_ahead``: the audio exists before it plays (a
+        synthesised ``say``, not a live microphone), so a new utterance starts on the clock's next frame
+        instead of waiting for the look-ahead a real-time stream needs. Returns the frame whose time these
+        samples start at.
         Raises :class:`SessionError` when they would end more than ``max_audio_ahead_s`` ahead of the clock."""
         with self._lock:
             self._check_open()
@@ -155,7 +158,7 @@ class Session:
                 raise SessionError(f"audio refused: {ahead:.1f} s ahead of the session's clock, over its "
                                    f"{self.settings.max_audio_ahead_s:g} s cap (--max-audio-ahead-s): "
                                    f"send it in real time")
-            utterance = self._open_utterance()
+            utterance = self._open_utterance(known_ahead)
             frame = utterance.start + utterance.stream.total * utterance.stream.fps // SAMPLE_RATE
             self._audio.add(frame_sample(utterance.start, self.avatar.fps, SAMPLE_RATE) + utterance.stream.total,
                             samples)
@@ -186,17 +189,18 @@ class Session:
             media_now = 0.0 if self._origin is None else now - self._origin
         return start_s + samples / SAMPLE_RATE - media_now
 
-    def pad_to_clock(self) -> int:
+    def pad_to_clock(self, known_ahead: bool = False) -> int:
         """Live: before more audio of the open utterance, silence up to the clock's present frame when the
         utterance's next sample would start behind it (audio that arrives late shifts its frames and
-        itself together instead of starting cut). Returns the samples of silence fed (0: none needed)."""
+        itself together instead of starting cut); ``known_ahead`` as for :meth:`feed` (the present frame is
+        then the clock's next one). Returns the samples of silence fed (0: none needed)."""
         with self._lock:
             self._check_open()
             current = self._current()
             if not self.live or current is None or current.stream.finished:
                 return 0
             fps = self.avatar.fps
-            present = self._present_frame(time.perf_counter())
+            present = self._clock if known_ahead else self._present_frame(time.perf_counter())
             behind = frame_sample(present, fps, SAMPLE_RATE) - frame_sample(current.start, fps, SAMPLE_RATE) \
                 - current.stream.total
             if behind <= 0:
@@ -358,15 +362,16 @@ class Session:
     def _current(self) -> Utterance | None:
         return self._utterances[-1] if self._utterances else None
 
-    def _open_utterance(self) -> Utterance:
-        """The utterance new audio belongs to (live: a new one after an end). Holds ``_lock``."""
+    def _open_utterance(self, known_ahead: bool = False) -> Utterance:
+        """The utterance new audio belongs to (live: a new one after an end, see :meth:`feed` for
+        ``known_ahead``). Holds ``_lock``."""
         current = self._current()
         if current is not None and not current.stream.finished:
             return current
         if not self.live:
             raise SessionError("audio sent after the end of the stream")
         now = time.perf_counter()
-        start = self._next_start(now)
+        start = self._next_start(now, known_ahead)
         utterance = Utterance(FeatureStream(self.avatar.fps, self.settings.lookahead_s), start)
         self._utterances.append(utterance)
         if self.speaking_since is None:
@@ -374,10 +379,12 @@ class Session:
         self._events.setdefault(start, []).append(Event({"type": "state", "state": "speaking"}))
         return utterance
 
-    def _next_start(self, now: float) -> int:
-        """Live: the frame a new utterance starting at ``now`` begins on. Holds ``_lock``."""
+    def _next_start(self, now: float, known_ahead: bool = False) -> int:
+        """Live: the frame a new utterance starting at ``now`` begins on (audio ``known_ahead``: the clock's
+        next frame). Holds ``_lock``."""
         current = self._current()
-        return max(self._clock, self._present_frame(now), current.stop if current else 0)
+        present = self._clock if known_ahead else self._present_frame(now)
+        return max(self._clock, present, current.stop if current else 0)
 
     def _present_frame(self, now: float) -> int:
         """Live: the first frame whose audio has not all arrived by ``now`` if it plays in real time (a new

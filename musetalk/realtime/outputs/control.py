@@ -223,10 +223,10 @@ async def speak(session: Session, text: str, voice: Voice, audio_messages: bool 
         synth = await voice.get()
         sentences = synth.sentences(text)
         while (samples := await asyncio.to_thread(next, sentences, None)) is not None:
-            session.pad_to_clock()
+            session.pad_to_clock(known_ahead=True)
             while (wait := session.audio_wait_s(len(samples))) > 0:
                 await asyncio.sleep(wait)
-            frame = session.feed(samples)
+            frame = session.feed(samples, known_ahead=True)  # synthesised: no look-ahead wait before it plays
             if audio_messages:
                 pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
                 session.notify({"type": "audio", "frame": frame, "sample_rate": SAMPLE_RATE,
