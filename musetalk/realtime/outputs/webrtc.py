@@ -27,6 +27,7 @@ within the timeout is closed and its session released.
 from __future__ import annotations
 
 import asyncio
+import time
 import json
 import logging
 import uuid
@@ -201,7 +202,8 @@ def _audio_preferences() -> list:
 
 
 class _FedTrack(MediaStreamTrack):
-    """A track whose frames the playout loop puts in (at their playout point) and the sender takes out.
+    """A track whose frames the playout loop puts in (at their playout point) and the sender takes out,
+    each not before the perf_counter time it was put with (a 20 ms audio packet at its own media time).
     Before the sender first asks (not connected yet) frames are dropped; then at most ``most`` wait (the
     oldest is dropped: an encoder stalled that long)."""
 
@@ -214,14 +216,15 @@ class _FedTrack(MediaStreamTrack):
         self._started = False
         self.dropped = 0  # after the sender started
 
-    def put(self, frame) -> None:
-        """Hand ``frame`` (an ``av`` frame; None: the end) to the sender now."""
+    def put(self, frame, at: float = 0.0) -> None:
+        """Hand ``frame`` (an ``av`` frame; None: the end) to the sender, to leave at perf_counter ``at``
+        (or now, if that has passed)."""
         if frame is not None and not self._started:
             return
         if len(self._frames) >= self._most:
             self._frames.popleft()
             self.dropped += 1
-        self._frames.append(frame)
+        self._frames.append((at, frame))
         self._ready.set()
 
     async def recv(self):
@@ -231,10 +234,12 @@ class _FedTrack(MediaStreamTrack):
                 raise MediaStreamError
             self._ready.clear()
             await self._ready.wait()
-        frame = self._frames.popleft()
+        at, frame = self._frames.popleft()
         if frame is None:
             self.stop()
             raise MediaStreamError
+        if (wait := at - time.perf_counter()) > 0:
+            await asyncio.sleep(wait)
         return frame
 
 
@@ -350,8 +355,8 @@ class Peer:
             self.repeated += 1
             self.send({"type": "skip", "index": frame.index, "skipped": self.repeated})
         self.video.put(video_frame(image, frame.index, clock))
-        for packet in audio.frames(sound):
-            self.audio.put(packet)
+        for packet in audio.frames(sound):  # each 20 ms packet leaves at its own media time, on the same clock
+            self.audio.put(packet, at=clock.wall(float(packet.pts * packet.time_base)) + self.budget_s)
 
     def drop_speech_before(self, frame: int) -> None:
         """The session was interrupted: the speech frames before ``frame`` that still wait for their
