@@ -17,10 +17,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve real-time avatars to browsers and WebSocket clients",
                        description="Serve prepared avatars: stream 16 kHz PCM speech in over /ws/{avatar}, get "
                                    "JPEG frames back; the page at / uses the microphone or a WAV file.")
-    p.add_argument("--models", help=f"models folder (default: ${MODELS_ENV} or ./models)")
-    p.add_argument("--avatars", help="avatars folder (default: $MUSETALK_AVATARS or ./avatars)")
+    add_engine_options(p)
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument("--max-sessions", type=int, default=None,
+                   help="speaking sessions admitted (default: measured by a short calibration at start-up)")
+    p.add_argument("--token", default=None,
+                   help="access token for everything but the page and /health (default: $MUSETALK_TOKEN; generated "
+                        "and logged when --host is not a loopback address)")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="another origin (scheme://host:port, or *) whose pages may use the server; repeatable")
+    p.add_argument("--max-upload-mb", type=float, default=500.0, help="largest avatar upload in MB (default: 500)")
+    p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                   help="serve on Ray Serve: a local instance, or the cluster at ADDRESS (then the command "
+                        "returns and the cluster keeps serving; run it again to change --replicas)")
+    p.add_argument("--replicas", type=int, default=1, help="with --ray: replicas, each one engine on one GPU")
+    p.set_defaults(func=run)
+
+
+def add_engine_options(p: argparse.ArgumentParser) -> None:
+    """The model and engine flags ``serve`` and ``publish`` share (read by :func:`build_engine`)."""
+    p.add_argument("--models", help=f"models folder (default: ${MODELS_ENV} or ./models)")
+    p.add_argument("--avatars", help="avatars folder (default: $MUSETALK_AVATARS or ./avatars)")
     p.add_argument("--version", choices=VERSIONS, default="v1.5", help="model version (default: v1.5)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--fp16", action="store_true", help="half precision (GPU)")
@@ -33,21 +51,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "a client may choose its own with the lookahead query parameter)")
     p.add_argument("--latency-budget-ms", type=float, default=DEFAULT_BUDGET_MS,
                    help="a frame not out this long after its due time is skipped (default %(default)g)")
-    p.add_argument("--max-sessions", type=int, default=None,
-                   help="speaking sessions admitted (default: measured by a short calibration at start-up)")
-    p.add_argument("--token", default=None,
-                   help="access token for everything but the page and /health (default: $MUSETALK_TOKEN; generated "
-                        "and logged when --host is not a loopback address)")
-    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
-                   help="another origin (scheme://host:port, or *) whose pages may use the server; repeatable")
-    p.add_argument("--max-upload-mb", type=float, default=500.0, help="largest avatar upload in MB (default: 500)")
     p.add_argument("--avatar-cache-mb", type=float, default=1024.0,
                    help="memory for loaded avatar frames, masks and latents, least recently used out (default: 1024)")
-    p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
-                   help="serve on Ray Serve: a local instance, or the cluster at ADDRESS (then the command "
-                        "returns and the cluster keeps serving; run it again to change --replicas)")
-    p.add_argument("--replicas", type=int, default=1, help="with --ray: replicas, each one engine on one GPU")
-    p.set_defaults(func=run)
+
+
+def check_engine_options(args: argparse.Namespace) -> None:
+    """Refuse engine flags that cannot work, in one line."""
+    if args.latency_budget_ms <= 0:
+        raise MuseTalkError(f"--latency-budget-ms must be positive, got {args.latency_budget_ms:g}")
 
 
 def access_token(given: str | None, host: str, port: int) -> str | None:
@@ -68,8 +79,7 @@ def access_token(given: str | None, host: str, port: int) -> str | None:
 def run(args: argparse.Namespace) -> int:
     if args.max_sessions is not None and args.max_sessions < 1:
         raise MuseTalkError(f"--max-sessions must be at least 1, got {args.max_sessions}")
-    if args.latency_budget_ms <= 0:
-        raise MuseTalkError(f"--latency-budget-ms must be positive, got {args.latency_budget_ms:g}")
+    check_engine_options(args)
     if args.ray is not None:
         return run_on_ray(args)
     import uvicorn
@@ -100,17 +110,16 @@ def run_on_ray(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_app(args: argparse.Namespace):
-    """The server's FastAPI application (its engine in ``app.state.engine``), as ``args`` say."""
+def build_engine(args: argparse.Namespace, capacity: int | None = None, jpeg_quality: int | None = 85):
+    """(AvatarStore, Engine) as the engine flags of ``args`` say; ``capacity``: speaking sessions admitted
+    (None: ``--max-sessions`` or a short calibration)."""
     import torch
 
     from ..face import load_face_parser
     from ..pipeline.lipsync import MuseTalk
-    from ..realtime.web.access import AccessPolicy
-    from ..realtime.engine.admission import calibrate
     from ..realtime.avatars.store import AvatarStore
+    from ..realtime.engine.admission import calibrate
     from ..realtime.engine.engine import Engine
-    from ..realtime.server import create_app
     from ..realtime.engine.streaming import DEFAULT_LOOKAHEAD_S
     from .avatar import default_device
 
@@ -120,12 +129,21 @@ def build_app(args: argparse.Namespace):
                                   decoder=args.decoder)
     store = AvatarStore(args.avatars, mt, parser=load_face_parser(args.models, device=device),
                         cache_mb=args.avatar_cache_mb)
-    access = AccessPolicy(access_token(args.token, args.host, args.port), tuple(args.allow_origin))
     lookahead = DEFAULT_LOOKAHEAD_S if args.lookahead is None else args.lookahead
     budget = args.latency_budget_ms / 1000
-    capacity = args.max_sessions or calibrate(mt, args.batch_size, budget)
-    engine = Engine(mt, batch_size=args.batch_size, lookahead_s=lookahead, latency_budget_s=budget,
-                    capacity=capacity)
+    capacity = capacity or getattr(args, "max_sessions", None) or calibrate(mt, args.batch_size, budget)
+    engine = Engine(mt, batch_size=args.batch_size, jpeg_quality=jpeg_quality, lookahead_s=lookahead,
+                    latency_budget_s=budget, capacity=capacity)
+    return store, engine
+
+
+def build_app(args: argparse.Namespace):
+    """The server's FastAPI application (its engine in ``app.state.engine``), as ``args`` say."""
+    from ..realtime.server import create_app
+    from ..realtime.web.access import AccessPolicy
+
+    store, engine = build_engine(args)
+    access = AccessPolicy(access_token(args.token, args.host, args.port), tuple(args.allow_origin))
     app = create_app(store, engine, access, max_upload_mb=args.max_upload_mb)
     app.state.engine = engine
     log.info("%d avatars from %s", len(store.names()), store.root)
