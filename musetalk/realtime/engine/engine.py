@@ -81,11 +81,13 @@ class Engine:
         self._clock.start()
 
     def open(self, avatar, loop: asyncio.AbstractEventLoop | None = None, lookahead_s: float | None = None,
-             live: bool = False) -> Session:
+             live: bool = False, images: bool = False) -> Session:
         """A new session on ``avatar`` (``live``: a live session, see :mod:`.session`); pass the running
-        ``loop`` to read with ``await next_item()``. Raises :class:`~.admission.ServerFull` when full."""
+        ``loop`` to read with ``await next_item()``; ``images``: its frames carry their RGB image and no JPEG
+        (an output that encodes video itself). Raises :class:`~.admission.ServerFull` when full."""
+        jpeg = bool(self.jpeg_quality) and not images
         settings = SessionSettings(self.lookahead_s if lookahead_s is None else lookahead_s, self.latency_budget_s,
-                                   self.outbox_frames, keep_images=not self.jpeg_quality, live=live)
+                                   self.outbox_frames, keep_images=not jpeg, live=live, encode_jpeg=jpeg)
         with self._cond:
             if self._stopping:
                 raise SessionError("the engine is shut down")
@@ -181,7 +183,8 @@ class Engine:
                 live = [s for s in self._sessions if s.live]
             now = time.perf_counter()
             for s in live:
-                _guarded(s, "rest frames", lambda: s.tick(now, self._rest_frame))
+                _guarded(s, "rest frames", lambda: s.tick(now, self._rest_frame if s.settings.encode_jpeg
+                                                          else _rest_image))
 
     def _until_tick(self) -> float:
         """Seconds until a live session's clock reaches its next frame (at most 1). Holds ``_cond``."""
@@ -284,13 +287,18 @@ class Engine:
             image = composite(job.session.avatar, job.source, face)
             if job.blend < 1:
                 image = blend_with_rest(job.session.avatar, job.source, image, job.blend)
-            jpeg = encode_jpeg(image, self.jpeg_quality) if self.jpeg_quality else None
+            jpeg = encode_jpeg(image, self.jpeg_quality) if job.session.settings.encode_jpeg else None
         except Exception as exc:  # noqa: BLE001 - reported to the session, the engine goes on
             log.exception("compositing failed")
             job.session.fail(f"compositing failed: {exc}", job)
             return
         job.session.deliver(job, jpeg, image)
         self.cost.finished(time.perf_counter() - generated_at)
+
+
+def _rest_image(avatar, source: int) -> tuple[None, np.ndarray]:
+    """Source frame ``source`` of ``avatar`` unaltered, without JPEG: (None, uint8 (H, W, 3) RGB)."""
+    return None, np.asarray(avatar.frames[source])
 
 
 def _window(deadlines: list[float], done_by: list[float]) -> tuple[int, int]:

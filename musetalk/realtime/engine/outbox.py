@@ -19,7 +19,8 @@ class Frame:
     """One output frame. ``jpeg``: its JPEG bytes (None when the engine does not encode); ``image``: uint8
     (H, W, 3) RGB, kept only when the engine does not encode; ``ready_at``: ``time.perf_counter()`` when the
     audio its prompt needs (look-ahead included) had arrived; ``due_at``: its time on the session's media
-    clock (never before ``ready_at``); ``done_at``: when it was composited."""
+    clock (never before ``ready_at``); ``done_at``: when it was composited; ``speech``: generated from speech
+(False: the avatar at rest)."""
 
     index: int
     jpeg: bytes | None
@@ -27,6 +28,7 @@ class Frame:
     ready_at: float
     due_at: float
     done_at: float
+    speech: bool = False
 
     @property
     def latency(self) -> float:
@@ -36,10 +38,12 @@ class Frame:
 
 @dataclass(frozen=True)
 class Skip:
-    """Frame ``index`` was skipped (late, or its client too slow); ``skipped``: the session's total so far."""
+    """Frame ``index`` was skipped (late, or its client too slow); ``skipped``: the session's total so far;
+    ``speech``: an utterance covered it."""
 
     index: int
     skipped: int
+    speech: bool = False
 
     def message(self) -> dict:
         return {"type": "skip", "index": self.index, "skipped": self.skipped}

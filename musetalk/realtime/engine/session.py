@@ -35,6 +35,7 @@ import numpy as np
 from ...audio.features import WINDOW
 from ...audio.load import SAMPLE_RATE
 from ...errors import MuseTalkError
+from .clock import AudioTimeline, MediaClock, frame_sample
 from .outbox import END, Event, Frame, Outbox, OutboxFull, Skip
 from .stats import EngineStats
 from .streaming import STATE_SAMPLES, FeatureStream, Plan
@@ -59,13 +60,15 @@ def audio_delay(fps: float, lookahead_s: float) -> float:
 class SessionSettings:
     """lookahead_s: audio needed after a frame's window; budget_s: latency budget (None: never skip);
     outbox_frames: frames waiting for a slow client before further ones become skips; keep_images: keep
-    the RGB image in each Frame (only when the engine does not encode JPEG); live: a live session."""
+    the RGB image in each Frame; live: a live session; encode_jpeg: frames carry their JPEG (False: for an
+    output that encodes video itself)."""
 
     lookahead_s: float
     budget_s: float | None
     outbox_frames: int = 50
     keep_images: bool = False
     live: bool = False
+    encode_jpeg: bool = True
 
 
 @dataclass
@@ -128,6 +131,8 @@ class Session:
         self._end_sent = False
         self._frame_total: int | None = None
         self._outbox = Outbox(loop, settings.outbox_frames, max_items=8 * settings.outbox_frames)
+        self._audio = AudioTimeline()  # the speech on the media clock, until its frame slots are played
+        self._spoken: deque[tuple[int, int]] = deque()  # frames [start, stop) of ended utterances, not yet played
         if not self.live:
             self._utterances.append(Utterance(FeatureStream(avatar.fps, settings.lookahead_s), 0))
 
@@ -139,6 +144,8 @@ class Session:
             self._check_open()
             utterance = self._open_utterance()
             frame = utterance.start + utterance.stream.total * utterance.stream.fps // SAMPLE_RATE
+            self._audio.add(frame_sample(utterance.start, self.avatar.fps, SAMPLE_RATE) + utterance.stream.total,
+                            samples)
             utterance.stream.push(samples)
             self._note_ready(utterance)
         self._wake()
@@ -184,6 +191,7 @@ class Session:
             self._reorder = {i: f for i, f in self._reorder.items() if i < cut}
             self._events = {i: e for i, e in self._events.items() if i < cut}
             self._clock = min(self._clock, cut)
+            self._audio.drop_from(frame_sample(cut, self.avatar.fps, SAMPLE_RATE))
             if cut > first.start:
                 first.stop = cut
                 self._end_utterance(first, interrupted=True)
@@ -206,7 +214,32 @@ class Session:
             self._reorder.clear()
             self._utterances.clear()
             self._outbox.clear()
+            self._audio.clear()
         self._wake()
+
+    @property
+    def clock(self) -> MediaClock:
+        """Live: the session's media clock (frame 0 due at its origin; outputs add their playout delay)."""
+        if not self.live:
+            raise SessionError("only a live session plays on a clock from its opening")
+        return MediaClock(self.due(0), self.avatar.fps)
+
+    def take_audio(self, index: int) -> np.ndarray | None:
+        """The speech of frame ``index``'s slot: float32 (n,) mono 16 kHz samples [floor(i x 16000 / fps),
+        floor((i + 1) x 16000 / fps)) of the session's timeline, zeros where none was fed; None if nothing
+        was fed there (silence). Taken at the slot's playout, it forgets everything before; a skipped frame's
+        audio is still there (the picture repeats, the speech plays on time)."""
+        span = (frame_sample(index, self.avatar.fps, SAMPLE_RATE), frame_sample(index + 1, self.avatar.fps, SAMPLE_RATE))
+        with self._lock:
+            while self._spoken and self._spoken[0][1] <= index:
+                self._spoken.popleft()
+            return self._audio.take(*span)
+
+    def speaks(self, index: int) -> bool:
+        """Whether an utterance covers frame ``index`` (asked at its playout, before :meth:`take_audio`)."""
+        with self._lock:
+            return (any(u.covers(index) for u in self._utterances)
+                    or any(start <= index < stop for start, stop in self._spoken))
 
     @property
     def frame_total(self) -> int | None:
@@ -372,7 +405,8 @@ class Session:
                 if any(u.covers(index) for u in self._utterances):
                     continue
                 jpeg, image = render_rest(self.avatar, self.avatar.source_index(index))
-                self._reorder[index] = Frame(index, jpeg, image if self.settings.keep_images else None,
+                self._reorder[index] = Frame(index, jpeg if self.settings.encode_jpeg else None,
+                                             image if self.settings.keep_images else None,
                                              now, self.due(index), time.perf_counter())
             if self.active and not self._end_sent:
                 self._drain()
@@ -389,7 +423,7 @@ class Session:
         done_at = time.perf_counter()
         late = self.settings.budget_s is not None and done_at > job.deadline
         frame = None if late else Frame(job.index, jpeg, image if self.settings.keep_images else None,
-                                        job.ready_at, job.due_at, done_at)
+                                        job.ready_at, job.due_at, done_at, speech=True)
         with self._lock:
             self._in_flight -= 1
             self._place_job(job, frame)
@@ -427,6 +461,7 @@ class Session:
         self._reorder.clear()
         self._utterances.clear()
         self._outbox.clear()
+        self._audio.clear()
         self._outbox.put(SessionError(message))
 
     def _place_job(self, job: Job, frame: Frame | None) -> None:
@@ -464,7 +499,7 @@ class Session:
         else:
             self.skipped += 1
             self._stats.skipped()
-            self._outbox.put(Skip(index, self.skipped))
+            self._outbox.put(Skip(index, self.skipped, speech=any(u.covers(index) for u in self._utterances)))
 
     def _after_placing(self) -> None:
         """Close the utterances whose frames are all out; a plain session ends with its one. Holds ``_lock``."""
@@ -479,6 +514,7 @@ class Session:
         """Announce an utterance's end (in order, before frame ``stop``). Holds ``_lock``."""
         if not self.live:
             return
+        self._spoken.append((utterance.start, utterance.stop))
         done = {"type": "utterance_done", "frames": utterance.stop - utterance.start}
         if interrupted:
             done["interrupted"] = True
