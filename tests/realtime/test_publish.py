@@ -184,3 +184,218 @@ def test_one_simulated_hour_keeps_audio_video_and_wall_together():
     assert video_end == pytest.approx(total / fps, abs=1e-6)
     wall = sim.now() - origin - 0.2  # the stream's clock against the wall, after an hour
     assert abs(wall - video_end) < 0.1 and abs(channel.stats.drift_s) < 0.1
+
+
+# -- real pushes: nginx-rtmp, MPEG-TS over UDP, a .ts file ----------------------------------------
+TEXT = "Hello there. This is the first thing the channel says."
+needs_nginx = pytest.mark.skipif(not MODULE.is_file(), reason="nginx with the RTMP module is not installed "
+                                 "(Debian: nginx-light libnginx-mod-rtmp)")
+
+
+@pytest.fixture(scope="module")
+def live_engine(tiny_musetalk):
+    """An engine whose generated faces are white at no cost (speech pictures are known and always in time)."""
+    from musetalk.realtime.engine.engine import Engine
+
+    from .test_live import white_faces
+
+    with Engine(tiny_musetalk, batch_size=8, jpeg_quality=None, latency_budget_s=0.3, capacity=4) as engine:
+        yield white_faces(engine)
+
+
+@pytest.fixture
+def rtmp(tmp_path):
+    server = RtmpServer(tmp_path / "nginx").start()
+    yield server
+    server.stop()
+
+
+class UdpListener(threading.Thread):
+    """Collects the datagrams sent to 127.0.0.1:``port`` into ``path`` until :meth:`stop`."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(daemon=True)
+        self.path, self.port = path, free_port(socket.SOCK_DGRAM)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        self.sock.bind(("127.0.0.1", self.port))
+        self.sock.settimeout(0.2)
+        self.stopping = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        with open(self.path, "wb") as out:
+            while not self.stopping.is_set():
+                try:
+                    out.write(self.sock.recv(65536))
+                except TimeoutError:
+                    continue
+
+    def stop(self) -> Path:
+        self.stopping.set()
+        self.join(10)
+        self.sock.close()
+        return self.path
+
+
+def run_channel_on(engine, avatar, url: str, items=(), voice=None, duration: float = 12.0, during=None):
+    """Run a channel of ``avatar`` to ``url`` for ``duration`` s of media time, at half the avatar's size
+    (the encoder keeps up on a busy 2-core machine); ``during(channel)``: a coroutine run beside it.
+    Returns the channel."""
+    from musetalk.realtime.outputs.publish import open_channel, run_channel
+
+    async def go():
+        info = avatar.info()
+        spec = ChannelSpec("test", avatar.name, parse_target(url), ChannelSettings(gap_s=1.0, duration_s=duration),
+                           size=(info["width"] // 4 * 2, info["height"] // 4 * 2))
+        channel = open_channel(engine, avatar, spec, voice, list(items), backoff=Backoff(0.25, 1.0))
+        side = asyncio.create_task(during(channel)) if during else None
+        await run_channel(channel)
+        if side:
+            await side
+        return channel
+
+    return asyncio.run(go())
+
+
+def read_stream(path: Path) -> dict:
+    """A recording decoded: codec names, video (times s, RGB pictures), audio (start s, float32 48 kHz mono)."""
+    with av.open(str(path)) as container:
+        video, audio = container.streams.video[0], container.streams.audio[0]
+        out = {"codecs": (video.codec_context.name, audio.codec_context.name), "times": [], "pictures": [],
+               "audio": [], "audio_start": None, "audio_rate": audio.codec_context.sample_rate}
+        for frame in container.decode(video, audio):
+            if isinstance(frame, av.VideoFrame):
+                out["times"].append(float(frame.time))
+                out["pictures"].append(frame.to_ndarray(format="rgb24"))
+            else:
+                if out["audio_start"] is None:
+                    out["audio_start"] = float(frame.time)
+                out["audio"].append(frame.to_ndarray().mean(axis=0))
+    out["audio"] = np.concatenate(out["audio"]).astype(np.float32)
+    return out
+
+
+def rest_picture(avatar, index: int, size: tuple[int, int]) -> np.ndarray:
+    """What frame ``index`` shows at rest, through the same RGB -> yuv420p -> RGB conversion as the channel."""
+    frame = av.VideoFrame.from_ndarray(np.asarray(avatar.frames[avatar.source_index(index)]), format="rgb24")
+    return frame.reformat(width=size[0], height=size[1], format="yuv420p").to_ndarray(format="rgb24")
+
+
+def block_difference(a: np.ndarray, b: np.ndarray, block: int = 16) -> float:
+    """Largest mean absolute difference over the block x block tiles of two pictures."""
+    d = np.abs(a.astype(np.int16) - b.astype(np.int16)).mean(axis=2)
+    h, w = d.shape[0] // block * block, d.shape[1] // block * block
+    return float(d[:h, :w].reshape(h // block, block, w // block, block).mean(axis=(1, 3)).max())
+
+
+def speech_onset(recorded: np.ndarray, reference_16k: np.ndarray, rate: int) -> tuple[float, float]:
+    """(seconds into ``recorded`` where ``reference`` starts, normalised correlation there)."""
+    import soxr
+
+    ref = soxr.resample(reference_16k, 16000, rate, quality="HQ").astype(np.float64)
+    n = len(recorded) + len(ref)
+    size = 1 << (n - 1).bit_length()
+    corr = np.fft.irfft(np.fft.rfft(recorded, size) * np.conj(np.fft.rfft(ref, size)), size)[: len(recorded)]
+    lag = int(np.argmax(corr))
+    piece = recorded[lag: lag + len(ref)].astype(np.float64)
+    score = float(np.dot(piece, ref[: len(piece)]) / (np.linalg.norm(piece) * np.linalg.norm(ref[: len(piece)]) + 1e-12))
+    return lag / rate, score
+
+
+def check_recording(path: Path, avatar, items_16k: list[np.ndarray], seconds: float = 12.0) -> dict:
+    """The checks of a 12 s channel with spoken items; returns the figures."""
+    rec = read_stream(path)
+    assert rec["codecs"] == ("h264", "aac")
+    times = np.array(rec["times"])
+    assert abs(len(times) - seconds * FPS) <= 2
+    assert np.allclose(np.diff(times), 1 / FPS, atol=1.5e-3)  # the avatar's fps, no gap
+    indices = np.rint((times - times[0]) * FPS).astype(int)
+    video_s, audio_s = len(times) / FPS, len(rec["audio"]) / rec["audio_rate"]
+    assert abs(audio_s - video_s) <= 0.05
+    size = rec["pictures"][0].shape[1::-1]
+    diffs = np.array([block_difference(p, rest_picture(avatar, i, size)) for i, p in zip(indices, rec["pictures"])])
+    speaking = diffs > 20
+    starts = [i for i in range(len(diffs)) if speaking[i] and (i == 0 or not speaking[i - 1])]
+    assert len(starts) == len(items_16k), f"speech runs start at {starts}"
+    rest_loss = float(diffs[~speaking].max())
+    assert rest_loss < 8  # rest pictures are the source frames within encoding loss (white faces: > 20)
+    offsets = []
+    for start, reference in zip(starts, items_16k):
+        onset, score = speech_onset(rec["audio"], reference, rec["audio_rate"])
+        assert score > 0.9  # the speech heard is the speech given
+        onset_s = rec["audio_start"] + onset - times[0]
+        offsets.append(onset_s - indices[start] / FPS)
+        assert abs(offsets[-1]) <= 1 / FPS  # it starts with the first generated picture
+    return {"frames": len(times), "audio_s": audio_s, "video_s": video_s, "rest_loss": rest_loss, "offsets": offsets}
+
+
+@pytest.fixture(scope="module")
+def spoken(synthesizer, speech):
+    """The two items: a text for the voice and 2.5 s of sun.wav; their 16 kHz speech for the checks."""
+    clip = speech[: 40000]
+    items = [Item("text", text=TEXT), Item("sun", samples=clip)]
+    return items, [synthesizer.synthesize(TEXT), clip]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["rtmp", "udp", "ts"])
+def test_twelve_second_channel_with_two_items(kind, live_engine, store, spoken, synthesizer, tmp_path, request):
+    avatar = store.load("video")
+    items, references = spoken
+
+    async def voice():
+        return synthesizer
+
+    if kind == "rtmp":
+        server = request.getfixturevalue("rtmp")
+        channel = run_channel_on(live_engine, avatar, server.url(), items, voice)
+        (path,) = server.recordings()
+    elif kind == "udp":
+        listener = UdpListener(tmp_path / "udp.ts")
+        channel = run_channel_on(live_engine, avatar, f"udp://127.0.0.1:{listener.port}", items, voice)
+        path = listener.stop()
+    else:
+        path = tmp_path / "out.ts"
+        channel = run_channel_on(live_engine, avatar, str(path), items, voice)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["out.ts"]  # no temporary file left
+    status = channel.status()
+    print(kind, status)
+    assert status["frames"] == 12 * FPS and status["items_done"] == 2 and status["reconnects"] == 0
+    assert status["pushed"] + status["dropped"] == 12 * FPS and status["bytes_out"] > 0
+    figures = check_recording(path, avatar, references)
+    print(kind, figures)
+
+
+@pytest.mark.slow
+@needs_nginx
+def test_ingest_killed_for_3_s_reconnects_on_the_same_clock(live_engine, store, rtmp, speech):
+    avatar = store.load("video")
+    other = live_engine.open(avatar)  # another session of the engine, speaking through the outage
+    frames = []
+
+    async def outage(channel):
+        while channel.stats.frames < 3 * FPS:
+            await asyncio.sleep(0.02)
+        rtmp.stop()
+        reader = threading.Thread(target=lambda: frames.extend(other.frames(timeout=60)), daemon=True)
+        reader.start()
+        other.feed(speech[:32000])
+        other.end()
+        await asyncio.sleep(3.0)  # the ingest is down for 3 s
+        rtmp.start()
+        await asyncio.to_thread(reader.join, 60)
+
+    channel = run_channel_on(live_engine, avatar, rtmp.url(), duration=10.0, during=outage)
+    status = channel.status()
+    assert status["reconnects"] == 1 and status["frames"] == 10 * FPS
+    assert status["pushed"] + status["dropped"] == 10 * FPS and status["dropped"] >= 3 * FPS
+    first, second = (read_stream(p) for p in rtmp.recordings())
+    assert first["times"][0] == 0.0
+    gap = second["times"][0] - first["times"][-1]
+    assert 3.0 <= gap <= 6.0  # the second recording goes on with the channel's clock, not from 0
+    size = second["pictures"][0].shape[1::-1]
+    indices = np.rint(np.array(second["times"]) * FPS).astype(int)
+    assert indices[-1] == 10 * FPS - 1 and np.array_equal(np.diff(indices), np.ones(len(indices) - 1))
+    assert max(block_difference(p, rest_picture(avatar, i, size)) for i, p in zip(indices, second["pictures"])) < 8
+    assert len(frames) == 50 and not any(isinstance(f, Skip) for f in frames)  # the other session never noticed

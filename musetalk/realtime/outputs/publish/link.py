@@ -22,6 +22,7 @@ from .targets import PublishError, Target
 log = logging.getLogger(__name__)
 
 _STOP = object()
+QUEUE_SECONDS = 2.0  # frames that may wait for the sender: a busy CPU's hiccups pass, memory stays bounded
 
 
 @dataclass(frozen=True)
@@ -57,10 +58,11 @@ def describe(exc: BaseException) -> str:
 
 class Link:
     """See the module docstring. ``open_sink(target, settings)`` makes one connection's sink (default
-    :class:`~.encode.MuxSink`); ``queue_frames``: units that may wait for a slow link."""
+    :class:`~.encode.MuxSink`); ``queue_frames``: units that may wait for a slow link or a busy encoder
+    (default: ``QUEUE_SECONDS`` of frames)."""
 
     def __init__(self, name: str, target: Target, settings: EncodeSettings, *, once: bool = False,
-                 backoff: Backoff = Backoff(), queue_frames: int = 25,
+                 backoff: Backoff = Backoff(), queue_frames: int | None = None,
                  open_sink: Callable[[Target, EncodeSettings], MuxSink] = MuxSink,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.name, self.target, self.settings = name, target, settings
@@ -68,6 +70,7 @@ class Link:
         self.backoff, self.open_sink, self.clock = backoff, open_sink, clock
         self.stats = LinkStats()
         self.error: str | None = None
+        queue_frames = queue_frames or max(1, round(QUEUE_SECONDS * float(settings.fps)))
         self._queue: queue.Queue = queue.Queue(maxsize=queue_frames)
         self._sink: MuxSink | None = None
         self._retry_at = 0.0
