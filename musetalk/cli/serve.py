@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                    help="another origin (scheme://host:port, or *) whose pages may use the server; repeatable")
     p.add_argument("--max-upload-mb", type=float, default=500.0, help="largest avatar upload in MB (default: 500)")
+    p.add_argument("--publish", action="append", default=[], metavar="NAME=AVATAR,URL",
+                   help="also run a live channel NAME of AVATAR pushed to URL (see `musetalk publish`), driven "
+                        "through POST /channels/NAME/say|audio|interrupt; repeatable")
     p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
                    help="serve on Ray Serve: a local instance, or the cluster at ADDRESS (then the command "
                         "returns and the cluster keeps serving; run it again to change --replicas)")
@@ -80,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     if args.max_sessions is not None and args.max_sessions < 1:
         raise MuseTalkError(f"--max-sessions must be at least 1, got {args.max_sessions}")
     check_engine_options(args)
+    publish_specs(args)
     if args.ray is not None:
         return run_on_ray(args)
     import uvicorn
@@ -108,6 +112,33 @@ def run_on_ray(args: argparse.Namespace) -> int:
     if not args.ray:
         threading.Event().wait()
     return 0
+
+
+def publish_specs(args: argparse.Namespace) -> list:
+    """The ``--publish`` values as channel specs (checked: format, URL, avatar), or [] without any."""
+    if not args.publish:
+        return []
+    from ..realtime.outputs.publish import ChannelSpec, parse_target
+    from ..realtime.outputs.publish.routes import parse_publish
+    from .publish import check_avatar
+
+    specs = []
+    for value in args.publish:
+        name, avatar, url = parse_publish(value)
+        check_avatar(args.avatars, avatar)
+        specs.append(ChannelSpec(name, avatar, parse_target(url)))
+    return specs
+
+
+def add_channels(app, store, engine, specs: list) -> None:
+    """Run ``specs``' channels beside the sessions: inbox routes and their /metrics."""
+    from ..realtime.outputs.publish.routes import register_channels
+    from ..realtime.outputs.ws import Voice
+    from ..realtime.web.metrics import ChannelCollector
+
+    channels = register_channels(app, store, engine, specs, Voice().get)
+    app.state.metrics.register(ChannelCollector(channels))
+    app.state.channels = channels
 
 
 def build_engine(args: argparse.Namespace, capacity: int | None = None, jpeg_quality: int | None = 85):
@@ -146,5 +177,7 @@ def build_app(args: argparse.Namespace):
     access = AccessPolicy(access_token(args.token, args.host, args.port), tuple(args.allow_origin))
     app = create_app(store, engine, access, max_upload_mb=args.max_upload_mb)
     app.state.engine = engine
+    if args.publish:
+        add_channels(app, store, engine, publish_specs(args))
     log.info("%d avatars from %s", len(store.names()), store.root)
     return app

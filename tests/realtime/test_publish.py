@@ -400,3 +400,67 @@ def test_ingest_killed_for_3_s_reconnects_on_the_same_clock(live_engine, store, 
     assert indices[-1] == 10 * FPS - 1 and np.array_equal(np.diff(indices), np.ones(len(indices) - 1))
     assert max(block_difference(p, rest_picture(avatar, i, size)) for i, p in zip(indices, second["pictures"])) < 8
     assert len(frames) == 50 and not any(isinstance(f, Skip) for f in frames)  # the other session never noticed
+
+
+# -- serve --publish: the inbox and /metrics ---------------------------------------------------
+def test_malformed_publish_value(capsys):
+    assert main(["serve", "--publish", "main=anna"]) == 1
+    assert capsys.readouterr().err == (
+        "musetalk: error: --publish must be NAME=AVATAR,URL (e.g. main=anna,rtmp://host/live/key; NAME of letters, "
+        "digits, '_', '-', '.'), got 'main=anna'\n")
+    assert main(["serve", "--publish", "main=anna,srt://host:1"]) == 1
+    assert capsys.readouterr().err.startswith("musetalk: error: cannot push to srt://host:1: this FFmpeg build")
+
+
+@pytest.mark.slow
+def test_channel_inbox_beside_the_sessions(tiny_musetalk, store, speech, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from musetalk.cli.serve import add_channels
+    from musetalk.realtime.engine.engine import Engine
+    from musetalk.realtime.server import create_app
+    from musetalk.realtime.web.access import AccessPolicy
+
+    from .conftest import wait_until
+    from .test_live import white_faces
+
+    wav = tmp_path / "clip.wav"
+    soundfile.write(wav, speech[:16000], 16000)
+    listener = UdpListener(tmp_path / "udp.ts")
+    spec = ChannelSpec("main", "video", parse_target(f"udp://127.0.0.1:{listener.port}"), size=(96, 128))
+    with Engine(tiny_musetalk, batch_size=8, latency_budget_s=0.3, capacity=4) as engine:
+        app = create_app(store, white_faces(engine), AccessPolicy("secret"))
+        add_channels(app, store, engine, [spec])
+        auth = {"Authorization": "Bearer secret"}
+        with TestClient(app) as client:
+            assert client.get("/channels/main").status_code == 401
+            wait_until(lambda: client.get("/channels/main", headers=auth).json()["pushed"] >= 10, timeout=60)
+            bad = [(client.post("/channels/main/say", content=b"{not json", headers=auth), 400,
+                    'the body must be JSON: {"text": "..."}'),
+                   (client.post("/channels/main/say", json={"words": "hi"}, headers=auth), 400,
+                    'the body must be JSON with "text": a string, e.g. {"text": "Hello"}'),
+                   (client.post("/channels/main/say", json={"text": "a" * 1001}, headers=auth), 400,
+                    "text of 1001 characters is too long: at most 1000 at once; split it into shorter parts"),
+                   (client.post("/channels/main/audio", content=b"not audio", headers=auth), 400,
+                    "cannot read audio from the uploaded file: not an audio or video file (InvalidDataError)"),
+                   (client.post("/channels/main/audio", content=b"", headers=auth), 400,
+                    "no audio: send the file as the request body (e.g. curl --data-binary @speech.wav)"),
+                   (client.post("/channels/other/interrupt", headers=auth), 404,
+                    "no channel named 'other': the channels are main"),
+                   (client.post("/channels/main/say", json={"text": "hi"},
+                                headers={**auth, "Origin": "http://evil.example"}), 403,
+                    "origin http://evil.example not allowed: open the page from this server or add --allow-origin")]
+            for reply, code, message in bad:
+                assert (reply.status_code, reply.json()["message"]) == (code, message)
+            assert client.post("/channels/main/audio", content=wav.read_bytes(), headers=auth).json() == {"queued": 1}
+            wait_until(lambda: client.get("/channels/main", headers=auth).json()["items_done"] == 1, timeout=60)
+            status = client.get("/channels/main", headers=auth).json()
+            assert status["error"] is None and status["dropped"] == 0 and status["reconnects"] == 0
+            assert client.post("/channels/main/interrupt", headers=auth).json() == {"interrupted": True}
+            metrics = client.get("/metrics", headers=auth).text
+            pushed = next(line for line in metrics.splitlines()
+                          if line.startswith('musetalk_channel_frames_pushed_total{channel="main"}'))
+            assert float(pushed.split()[-1]) >= status["pushed"]
+            assert 'musetalk_channel_drift_seconds{channel="main"}' in metrics
+            assert client.get("/health").json()["sessions"] == 1  # the channel's live session
+    listener.stop()
