@@ -40,7 +40,8 @@ class Backoff:
 class LinkStats:
     """frames_pushed: units encoded and muxed; frames_dropped: units not sent (queue full, link down, the
     unit that met a fault); reconnects: connections re-established after a fault; faults: faults met;
-    bytes_out: encoded bytes muxed; connected: a connection is up (or being opened)."""
+    bytes_out: encoded bytes muxed; connected: a connection is up (or being opened); send_cpu_s: CPU
+    seconds the sender thread spent encoding and muxing."""
 
     frames_pushed: int = 0
     frames_dropped: int = 0
@@ -48,6 +49,7 @@ class LinkStats:
     faults: int = 0
     bytes_out: int = 0
     connected: bool = False
+    send_cpu_s: float = 0.0
 
 
 def describe(exc: BaseException) -> str:
@@ -117,12 +119,15 @@ class Link:
         if self._sink is None and not self._connect():
             self.stats.frames_dropped += 1
             return
+        started = time.thread_time()
         try:
             self._sink.write(unit)
         except SinkError as exc:
             self.stats.frames_dropped += 1
             self._fault(exc)
             return
+        finally:
+            self.stats.send_cpu_s += time.thread_time() - started
         self.stats.bytes_out = self._bytes_before + self._sink.bytes_out
         self.stats.frames_pushed += 1
         if self._attempts:
