@@ -4,7 +4,7 @@
 - ``GET /health``: 200 ``{"status": "ok", "version", "device", "sessions", "speaking", "capacity", "load",
   "free", "avatars"}`` (capacity: speaking sessions admitted; load: 0..1 share in use; free: a new speaking
   session would be admitted).
-- ``GET /metrics``: Prometheus text (:mod:`.metrics`).
+- ``GET /metrics``: Prometheus text (:mod:`.web.metrics`).
 - ``GET /avatars``: list of ``{"name", "fps", "width", "height", "num_frames", "faces", "source_name", "created"}``.
 - ``GET /avatars/{name}/poster.jpg``: the avatar's first source frame (JPEG), for the page to show at once.
 - ``POST /avatars`` (multipart: ``file`` video or photo, ``name``, optional ``max_frames``, ``replace``): the
@@ -20,7 +20,7 @@
 - Access (:mod:`musetalk.realtime.web.access`): with a token, everything but ``/``, ``/static/*`` and ``/health``
   needs ``?token=`` or ``Authorization: Bearer`` (401, or the ``error`` message and close 1008 on a
   WebSocket); WebSockets and POSTs from a foreign ``Origin`` get 403 / 1008.
-- ``WS /ws/{avatar}``: the streaming protocol of :mod:`.ws`.
+- ``WS /ws/{avatar}``: the streaming protocol of :mod:`.outputs.ws`.
 """
 from __future__ import annotations
 

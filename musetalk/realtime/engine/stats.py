@@ -1,6 +1,6 @@
 """Running counts of an engine (frames sent and skipped, latencies, batch sizes) that ``/metrics`` exports.
 
-Plain Python, thread-safe; the Prometheus side is :mod:`.metrics`.
+Plain Python, thread-safe; the Prometheus side is :mod:`musetalk.realtime.web.metrics`.
 """
 from __future__ import annotations
 
