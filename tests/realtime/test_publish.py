@@ -464,3 +464,102 @@ def test_channel_inbox_beside_the_sessions(tiny_musetalk, store, speech, tmp_pat
             assert 'musetalk_channel_drift_seconds{channel="main"}' in metrics
             assert client.get("/health").json()["sessions"] == 1  # the channel's live session
     listener.stop()
+
+
+# -- WHIP: aiortc as the client, a stand-in receiver here ---------------------------------------
+class WhipReceiver:
+    """A WHIP endpoint on 127.0.0.1 (http.server + aiortc): answers offers with 201, keeps what arrives."""
+
+    def __init__(self) -> None:
+        import http.server
+
+        self.loop = asyncio.new_event_loop()
+        self.loop_thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.loop_thread.start()
+        self.video: list = []  # (pts, RGB picture)
+        self.audio: list[np.ndarray] = []
+        self.audio_rate = 48000
+        self.deleted = threading.Event()
+        self.peers = []
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                offer = self.rfile.read(int(self.headers["Content-Length"])).decode()
+                answer = asyncio.run_coroutine_threadsafe(receiver.answer(offer), receiver.loop).result(30)
+                self.send_response(201)
+                self.send_header("Content-Type", "application/sdp")
+                self.send_header("Location", "/whip/session/1")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer.encode())
+
+            def do_DELETE(self):
+                receiver.deleted.set()
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.http = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.http.server_address[1]}/whip"
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    async def answer(self, offer: str) -> str:
+        from aiortc import RTCPeerConnection, RTCSessionDescription
+
+        pc = RTCPeerConnection()
+        self.peers.append(pc)
+
+        @pc.on("track")
+        def on_track(track):
+            asyncio.ensure_future(self.consume(track))
+
+        await pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+        await pc.setLocalDescription(await pc.createAnswer())
+        return pc.localDescription.sdp
+
+    async def consume(self, track) -> None:
+        from aiortc.mediastreams import MediaStreamError
+
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            if track.kind == "video":
+                self.video.append((frame.pts, frame.to_ndarray(format="rgb24")))
+            else:
+                self.audio_rate = frame.sample_rate
+                self.audio.append(frame.to_ndarray().reshape(-1, len(frame.layout.channels)).mean(axis=1) / 32768)
+
+    def stop(self) -> None:
+        self.http.shutdown()
+        for pc in self.peers:
+            asyncio.run_coroutine_threadsafe(pc.close(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.loop_thread.join(10)
+
+
+@pytest.mark.slow
+def test_whip_to_an_aiortc_receiver(live_engine, store, spoken):
+    avatar = store.load("video")
+    _, references = spoken
+    receiver = WhipReceiver()
+    try:
+        channel = run_channel_on(live_engine, avatar, receiver.url, [Item("sun", samples=references[1])],
+                                 duration=8.0)
+        assert receiver.deleted.wait(10)  # the session's resource is deleted at the end
+    finally:
+        receiver.stop()
+    status = channel.status()
+    assert status["frames"] == 8 * FPS and status["reconnects"] == 0 and status["items_done"] == 1
+    pts = np.array([p for p, _ in receiver.video])
+    assert len(pts) >= 2 * FPS  # (aiortc encodes and decodes in Python threads: a loaded CPU loses some)
+    assert np.all((pts - pts[0]) % (90000 // FPS) == 0)  # every picture on the channel's 25 fps clock
+    audio = np.concatenate(receiver.audio).astype(np.float32)
+    onset, score = speech_onset(audio, references[1], receiver.audio_rate)
+    print("whip", len(pts), len(audio) / receiver.audio_rate, onset, score)
+    assert score > 0.8  # the speech heard is the speech given (Opus)

@@ -52,6 +52,15 @@ class LinkStats:
     send_cpu_s: float = 0.0
 
 
+def open_sink(target: Target, settings: EncodeSettings):
+    """One connection's sink: a :class:`~.whip.WhipSink` for WHIP, else a :class:`~.encode.MuxSink`."""
+    if target.kind == "whip":
+        from .whip import WhipSink
+
+        return WhipSink(target, settings)
+    return MuxSink(target, settings)
+
+
 def describe(exc: BaseException) -> str:
     """A fault as a few words: "connection refused", "broken pipe", ..."""
     text = getattr(exc, "strerror", None) or str(exc) or exc.__class__.__name__
@@ -60,12 +69,12 @@ def describe(exc: BaseException) -> str:
 
 class Link:
     """See the module docstring. ``open_sink(target, settings)`` makes one connection's sink (default
-    :class:`~.encode.MuxSink`); ``queue_frames``: units that may wait for a slow link or a busy encoder
+    :func:`open_sink`); ``queue_frames``: units that may wait for a slow link or a busy encoder
     (default: ``QUEUE_SECONDS`` of frames)."""
 
     def __init__(self, name: str, target: Target, settings: EncodeSettings, *, once: bool = False,
                  backoff: Backoff = Backoff(), queue_frames: int | None = None,
-                 open_sink: Callable[[Target, EncodeSettings], MuxSink] = MuxSink,
+                 open_sink: Callable[[Target, EncodeSettings], MuxSink] = open_sink,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.name, self.target, self.settings = name, target, settings
         self.final = once or not target.reconnects
