@@ -82,7 +82,8 @@ def main() -> None:
         mt, avatar = prepare(args, work)
         speech = load_audio(args.audio)
         step = int(args.piece_seconds * 16000)
-        items = [Item(f"piece {k}", samples=speech[i: i + step]) for k, i in enumerate(range(0, len(speech) - step, step))]
+        items = [Item(f"piece {k}", samples=speech[i: i + step])
+                 for k, i in enumerate(range(0, len(speech) - step, step))]
         server = None
         url = args.url
         if url is None:

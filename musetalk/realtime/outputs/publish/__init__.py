@@ -19,7 +19,7 @@ from .encode import EncodeSettings
 from .link import Backoff, Link
 from .targets import PublishError, Target, parse_target
 
-__all__ = ["Channel", "ChannelSettings", "ChannelSpec", "EncodeSettings", "InboxError", "Item", "Link",
+__all__ = ["Backoff", "Channel", "ChannelSettings", "ChannelSpec", "EncodeSettings", "InboxError", "Item", "Link",
            "PublishError", "Target", "open_channel", "parse_target", "run_channel"]
 
 

@@ -174,7 +174,8 @@ class Channel:
         clock = self.session.clock
         if self._audio is None:
             self._audio = AudioOut(clock, AUDIO_RATE, first_index=frame.index)
-        self.link.push(AVUnit(frame.index, video_frame(frame.image, frame.index, clock), self._audio.frame(frame.audio)))
+        picture = video_frame(frame.image, frame.index, clock)
+        self.link.push(AVUnit(frame.index, picture, self._audio.frame(frame.audio)))
         self.stats.frames += 1
         self.stats.skipped += bool(frame.repeated)
         self.stats.drift_s = self.now() - (clock.frame_wall(frame.index) + self.settings.budget_s)

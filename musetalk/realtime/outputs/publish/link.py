@@ -168,7 +168,8 @@ class Link:
         cause = describe(exc)
         if self.final:
             self.error = (f"cannot push to {self.target.url}: {cause}; check that the ingest server runs and the URL "
-                          f"is right" if self.target.kind != "file" else f"cannot write {self.target.url}: {cause}")
+                          f"is right" if self.target.kind != "file" else
+                          f"cannot write {self.target.url}: {cause}; check the free space and the folder")
             log.error("channel %s: %s", self.name, self.error)
             return
         self._attempts += 1

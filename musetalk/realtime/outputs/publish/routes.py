@@ -53,8 +53,8 @@ def register_channels(app: FastAPI, store, engine, specs: list[ChannelSpec], voi
     their inbox; ``voice``: awaitable giving the synthesizer. Returns the channels by name (filled at start)."""
     names = [spec.name for spec in specs]
     if len(set(names)) != len(names):
-        raise PublishError(f"--publish names must differ: {', '.join(sorted(n for n in set(names) if names.count(n) > 1))}"
-                           f" given twice")
+        twice = ", ".join(sorted(n for n in set(names) if names.count(n) > 1))
+        raise PublishError(f"--publish names must differ: {twice} given twice")
     channels: dict[str, Channel] = {}
     tasks: list[asyncio.Task] = []
     previous = app.router.lifespan_context
