@@ -219,21 +219,15 @@ class Channel:
                 self._speaking = self._current = None
 
     async def _say(self, item: Item) -> None:
-        """Feed one item's speech into the session and end its utterance."""
-        fed = False
+        """Feed one item's speech into the session and end its utterance. A text is synthesised whole
+        first: a voice slower than real time (a busy CPU) then delays the item, never cuts gaps into it."""
         if item.samples is not None:
-            self.session.feed(item.samples)
-            fed = True
+            samples = item.samples
         else:
             synth = await self.voice()
-            sentences = synth.sentences(item.text)
-            while (samples := await asyncio.to_thread(next, sentences, None)) is not None:
-                self.session.feed(samples)
-                fed = True
-        if fed:
-            self.session.end()
-        else:
-            self._rest.set()
+            samples = await asyncio.to_thread(synth.synthesize, item.text)
+        self.session.feed(samples)
+        self.session.end()
 
     def _end_utterance(self) -> None:
         """After a failed item: end what it fed (if anything), so the avatar returns to rest."""
