@@ -17,6 +17,7 @@ import soundfile
 from musetalk.cli.main import main
 from musetalk.realtime.engine.clock import MediaClock
 from musetalk.realtime.engine.outbox import Frame, Skip
+from musetalk.realtime.engine.session import BLEND_FRAMES
 from musetalk.realtime.outputs.publish import (Backoff, Channel, ChannelSettings, ChannelSpec, EncodeSettings, Item,
                                                Link, parse_target)
 from musetalk.realtime.outputs.publish.encode import AUDIO_RATE
@@ -376,8 +377,13 @@ def check_recording(path: Path, avatar, items_16k: list[np.ndarray], seconds: fl
     speaking = diffs > 20
     starts = [i for i in range(len(diffs)) if speaking[i] and (i == 0 or not speaking[i - 1])]
     assert len(starts) == len(items_16k), f"speech runs start at {starts}"
-    rest_loss = float(diffs[~speaking].max())
-    assert rest_loss < 8  # rest pictures are the source frames within encoding loss (white faces: > 20)
+    # Rest pictures are the source frames within encoding loss (white faces: > 20). Left out: the few frames
+    # after a speech run (the last blend frames; a skipped one repeats the picture before it) and the first
+    # ones (x264's rate control starts coarse: up to 17 here when the engine skipped the first frames).
+    after_speech = np.convolve(speaking, np.ones(BLEND_FRAMES + 2), mode="full")[: len(speaking)] > 0
+    after_speech[: BLEND_FRAMES + 2] = True
+    rest_loss = float(diffs[~after_speech].max())
+    assert rest_loss < 8, [(i, round(d, 1)) for i, d in enumerate(diffs) if d > 5]
     offsets = []
     for start, reference in zip(starts, items_16k):
         onset, score = speech_onset(rec["audio"], reference, rec["audio_rate"])

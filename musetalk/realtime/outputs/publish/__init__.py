@@ -16,7 +16,7 @@ from fractions import Fraction
 
 from .channel import Channel, ChannelSettings, InboxError, Item
 from .encode import EncodeSettings
-from .link import Backoff, Link
+from .link import Backoff, Link, queue_frames_for
 from .targets import PublishError, Target, parse_target
 
 __all__ = ["Backoff", "Channel", "ChannelSettings", "ChannelSpec", "EncodeSettings", "InboxError", "Item", "Link",
@@ -53,7 +53,9 @@ def open_channel(engine, avatar, spec: ChannelSpec, voice=None, items: list[Item
     """A live session of ``avatar`` (loaded) on ``engine`` and its link to ``spec.target`` (call from the
     event loop the channel will run on); ``voice``: awaitable giving the synthesizer of text items."""
     session = engine.open(avatar, loop=asyncio.get_running_loop(), live=True, images=True)
-    link = Link(spec.name, spec.target, encode_settings(spec, avatar), once=spec.once, backoff=backoff)
+    info = avatar.info()  # the queue holds the avatar's pictures, before scaling
+    link = Link(spec.name, spec.target, encode_settings(spec, avatar), once=spec.once, backoff=backoff,
+                queue_frames=queue_frames_for(avatar.fps, info["width"] * info["height"] * 3))
     settings = dataclasses.replace(spec.settings, budget_s=engine.latency_budget_s or 0.0)
     return Channel(spec.name, session, link, settings, voice, list(items))
 

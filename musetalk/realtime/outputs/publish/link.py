@@ -22,7 +22,14 @@ from .targets import PublishError, Target
 log = logging.getLogger(__name__)
 
 _STOP = object()
-QUEUE_SECONDS = 2.0  # frames that may wait for the sender: a busy CPU's hiccups pass, memory stays bounded
+QUEUE_SECONDS = 4.0  # frames that may wait for the sender: a busy CPU's hiccups pass ...
+QUEUE_BYTES = 256 << 20  # ... and their pictures stay within this memory
+
+
+def queue_frames_for(fps: float, picture_bytes: int) -> int:
+    """Units the send queue holds: ``QUEUE_SECONDS`` of frames, fewer when their pictures would pass
+    ``QUEUE_BYTES``."""
+    return max(1, min(round(QUEUE_SECONDS * fps), QUEUE_BYTES // max(1, picture_bytes)))
 
 
 @dataclass(frozen=True)
@@ -70,7 +77,7 @@ def describe(exc: BaseException) -> str:
 class Link:
     """See the module docstring. ``open_sink(target, settings)`` makes one connection's sink (default
     :func:`open_sink`); ``queue_frames``: units that may wait for a slow link or a busy encoder
-    (default: ``QUEUE_SECONDS`` of frames)."""
+    (default: ``QUEUE_SECONDS`` of frames, see :func:`queue_frames_for`)."""
 
     def __init__(self, name: str, target: Target, settings: EncodeSettings, *, once: bool = False,
                  backoff: Backoff = Backoff(), queue_frames: int | None = None,
@@ -81,7 +88,7 @@ class Link:
         self.backoff, self.open_sink, self.clock = backoff, open_sink, clock
         self.stats = LinkStats()
         self.error: str | None = None
-        queue_frames = queue_frames or max(1, round(QUEUE_SECONDS * float(settings.fps)))
+        queue_frames = queue_frames or queue_frames_for(float(settings.fps), settings.width * settings.height * 3)
         self._queue: queue.Queue = queue.Queue(maxsize=queue_frames)
         self._sink: MuxSink | None = None
         self._retry_at = 0.0
