@@ -217,11 +217,7 @@ def test_one_simulated_hour_keeps_audio_video_and_wall_together():
 
     from musetalk.realtime.media import paced_frames
 
-    async def run():
-        channel._wake = asyncio.Event()  # noqa: SLF001 - the inbox is not used here
-        await channel.run(paced_frames(session, 0.2, now=sim.now, sleep=sim.sleep))
-
-    asyncio.run(run())
+    asyncio.run(channel.run(paced_frames(session, 0.2, now=sim.now, sleep=sim.sleep)))
     total = int(3600 * fps)
     assert channel.stats.frames == total and channel.stats.skipped == len(range(3, total, 7))
     assert link.stats.reconnects == 1 and link.stats.frames_pushed + link.stats.frames_dropped == total

@@ -97,7 +97,6 @@ class Channel:
         self._speaker: asyncio.Task | None = None
         self._current: asyncio.Task | None = None  # the item being said
         self._audio: AudioOut | None = None
-        self._last_frame = -1
         fps = session.clock.fps
         self.total_frames = None if settings.duration_s is None else math.floor(settings.duration_s * fps + 1e-9)
 
@@ -180,7 +179,6 @@ class Channel:
         self.stats.skipped += bool(frame.repeated)
         self.stats.drift_s = self.now() - (clock.frame_wall(frame.index) + self.settings.budget_s)
         self.stats.max_drift_s = max(self.stats.max_drift_s, abs(self.stats.drift_s))
-        self._last_frame = frame.index
 
     def _event(self, payload: dict) -> None:
         if payload.get("type") == "state":
