@@ -177,7 +177,7 @@ class Link:
             self.error = (f"cannot push to {self.target.url}: {cause}; check that the ingest server runs and the URL "
                           f"is right" if self.target.kind != "file" else
                           f"cannot write {self.target.url}: {cause}; check the free space and the folder")
-            log.error("channel %s: %s", self.name, self.error)
+            log.debug("channel %s: %s", self.name, self.error)  # close() raises it: its caller reports it
             return
         self._attempts += 1
         wait = self.backoff.delay(self._attempts)
