@@ -316,11 +316,12 @@ def read_stream(path: Path) -> dict:
     """A recording decoded: codec names, video (times s, RGB pictures), audio (start s, float32 48 kHz mono)."""
     with av.open(str(path)) as container:
         video, audio = container.streams.video[0], container.streams.audio[0]
-        out = {"codecs": (video.codec_context.name, audio.codec_context.name), "times": [], "pictures": [],
+        out = {"codecs": (video.codec_context.name, audio.codec_context.name), "times": [], "pictures": [], "keys": [],
                "audio": [], "audio_start": None, "audio_rate": audio.codec_context.sample_rate}
         for frame in container.decode(video, audio):
             if isinstance(frame, av.VideoFrame):
                 out["times"].append(float(frame.time))
+                out["keys"].append(frame.key_frame)
                 out["pictures"].append(frame.to_ndarray(format="rgb24"))
             else:
                 if out["audio_start"] is None:
@@ -366,6 +367,7 @@ def check_recording(path: Path, avatar, items_16k: list[np.ndarray], seconds: fl
     assert abs(len(times) - seconds * FPS) <= 2
     assert np.allclose(np.diff(times), 1 / FPS, atol=1.5e-3)  # the avatar's fps, no gap
     indices = np.rint((times - times[0]) * FPS).astype(int)
+    assert [i for i, key in enumerate(rec["keys"]) if key] == list(range(0, len(times), 2 * FPS))  # every 2 s
     video_s, audio_s = len(times) / FPS, len(rec["audio"]) / rec["audio_rate"]
     assert abs(audio_s - video_s) <= 0.05
     size = rec["pictures"][0].shape[1::-1]
