@@ -11,7 +11,7 @@ import sys
 
 from ..errors import MuseTalkError
 
-COMMANDS = ("download", "dub", "say", "avatar", "serve", "train", "eval", "face_debug")
+COMMANDS = ("download", "dub", "say", "avatar", "serve", "publish", "train", "eval", "face_debug")
 
 
 def build_parser() -> argparse.ArgumentParser:

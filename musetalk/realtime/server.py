@@ -62,6 +62,7 @@ def create_app(store: AvatarStore, engine: Engine, access: AccessPolicy = Access
         raise MuseTalkError("the server sends JPEG frames: create the Engine with a jpeg_quality")
     app = FastAPI(title="MuseTalk real-time avatars")
     registry = engine_registry(engine)
+    app.state.metrics = registry  # outputs beside the sessions (published channels) add their collectors
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(AccessGuard, policy=access)
     app.include_router(avatar_router(store, max_upload_mb, turn=engine.background.wait_turn))

@@ -1,7 +1,8 @@
 """``GET /metrics``: an engine's state in the Prometheus text format, in a registry of its own per app.
 
 Live sessions, speaking sessions, frames sent and skipped, the frame latency histogram, queue depths,
-generate batch sizes, process memory (prometheus-client's process collector) and GPU memory.
+generate batch sizes, process memory (prometheus-client's process collector) and GPU memory; per published
+channel (label ``channel``): frames pushed, skipped, dropped, reconnects, bytes out, stream-vs-wall drift.
 """
 from __future__ import annotations
 
@@ -35,6 +36,36 @@ class EngineCollector:
                                     buckets=buckets, sum_value=total)
         yield GaugeMetricFamily("musetalk_gpu_memory_bytes", "GPU memory allocated by torch (0 on CPU)",
                                 value=_gpu_bytes(engine.mt.device))
+
+
+class ChannelCollector:
+    """Reads the published channels (``{name: Channel}``, filled when they start) at each scrape."""
+
+    COUNTERS = (("frames_pushed", "Frames encoded and pushed", "pushed"),
+                ("frames_skipped", "Frames whose picture repeated (the engine skipped them)", "skipped"),
+                ("frames_dropped", "Frames not sent (ingest down or too slow)", "dropped"),
+                ("reconnects", "Connections re-established after an ingest fault", "reconnects"),
+                ("bytes_out", "Encoded bytes pushed", "bytes_out"))
+
+    def __init__(self, channels: dict) -> None:
+        self.channels = channels
+
+    def collect(self):
+        statuses = [channel.status() for channel in list(self.channels.values())]
+        for metric, doc, key in self.COUNTERS:
+            family = CounterMetricFamily(f"musetalk_channel_{metric}", doc, labels=["channel"])
+            for status in statuses:
+                family.add_metric([status["name"]], status[key])
+            yield family
+        drift = GaugeMetricFamily("musetalk_channel_drift_seconds",
+                                  "Wall clock minus stream clock at the last frame pushed", labels=["channel"])
+        connected = GaugeMetricFamily("musetalk_channel_connected", "1 while the push is connected",
+                                      labels=["channel"])
+        for status in statuses:
+            drift.add_metric([status["name"]], status["drift_ms"] / 1000)
+            connected.add_metric([status["name"]], float(status["connected"]))
+        yield drift
+        yield connected
 
 
 def _gpu_bytes(device) -> int:

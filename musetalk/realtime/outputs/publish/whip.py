@@ -1,0 +1,158 @@
+"""WHIP publishing (RFC 9725): the channel's frames sent over WebRTC with aiortc as the client.
+
+A :class:`WhipSink` is one connection: it POSTs an SDP offer (``Content-Type: application/sdp``) to the
+endpoint, takes the 201 answer (and its ``Location``, DELETEd at the end), and feeds the units' frames to
+one video and one audio track on its own event loop thread. aiortc encodes them itself (VP8 or H.264 as
+negotiated, Opus), paced by the channel: picture and sound of a slot are handed over together, so the
+sender reports (RTCP) pair both with one clock. aiortc sets its own bit rates (moved by the receiver's
+REMB): ``--video-kbps`` does not apply here. aiortc is imported only here, when a WHIP target is used.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import numpy as np
+
+from .encode import AVUnit, EncodeSettings
+from .targets import Target
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 15.0
+OPUS_FRAME = 960  # samples of 20 ms at 48 kHz
+TRACK_FRAMES = 100  # frames a track may hold for aiortc's sender before the oldest goes
+
+
+def _post_offer(url: str, sdp: str) -> tuple[str, str | None]:
+    """POST the offer; (answer SDP, resource URL). Raises OSError (the link retries) on refusal."""
+    request = urllib.request.Request(url, data=sdp.encode(), method="POST",
+                                     headers={"Content-Type": "application/sdp"})
+    try:
+        with urllib.request.urlopen(request, timeout=CONNECT_TIMEOUT_S) as reply:
+            if reply.status != 201:
+                raise ConnectionRefusedError(f"WHIP endpoint answered {reply.status}, not 201 Created")
+            location = reply.headers.get("Location")
+            return reply.read().decode(), urllib.parse.urljoin(url, location) if location else None
+    except urllib.error.HTTPError as exc:
+        raise ConnectionRefusedError(f"WHIP endpoint answered {exc.code} {exc.reason}") from None
+    except urllib.error.URLError as exc:
+        reason = exc.reason
+        raise reason if isinstance(reason, OSError) else ConnectionRefusedError(str(reason)) from None
+
+
+def _delete(url: str) -> None:
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=5).close()
+    except (OSError, ValueError) as exc:
+        log.debug("WHIP DELETE %s: %s", url, exc)
+
+
+class WhipSink:
+    """One WHIP session to ``target`` (see the module docstring); :meth:`write` raises
+    ``ConnectionResetError`` once the peer connection failed or closed."""
+
+    def __init__(self, target: Target, settings: EncodeSettings) -> None:
+        self.target, self.settings = target, settings
+        self.bytes_out = 0
+        self._failed: str | None = None
+        self._resource: str | None = None
+        self._carry = np.zeros(0, np.int16)
+        self._audio_next: int | None = None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="musetalk-whip", daemon=True)
+        self._thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(self._connect(), self._loop).result(CONNECT_TIMEOUT_S * 2)
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    async def _connect(self) -> None:
+        from aiortc import RTCPeerConnection, RTCSessionDescription
+
+        track = _track_class()
+        self._video, self._audio = track("video"), track("audio")
+        self._pc = pc = RTCPeerConnection()
+        pc.addTrack(self._video)
+        pc.addTrack(self._audio)
+
+        @pc.on("connectionstatechange")
+        def _state() -> None:
+            if pc.connectionState in ("failed", "closed"):
+                self._failed = f"WebRTC connection {pc.connectionState}"
+
+        await pc.setLocalDescription(await pc.createOffer())
+        answer, self._resource = await asyncio.to_thread(_post_offer, self.target.url, pc.localDescription.sdp)
+        await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+
+    def write(self, unit: AVUnit) -> None:
+        if self._failed:
+            raise ConnectionResetError(104, self._failed)
+        frame = unit.video.reformat(width=self.settings.width, height=self.settings.height, format="yuv420p")
+        frame.pts, frame.time_base = unit.video.pts, unit.video.time_base
+        self._loop.call_soon_threadsafe(self._video.put, frame)
+        if unit.audio is not None:
+            for sound in self._audio_packets(unit.audio):
+                self._loop.call_soon_threadsafe(self._audio.put, sound)
+
+    def _audio_packets(self, sound) -> list:
+        """``sound`` (s16 mono 48 kHz, any length) re-cut into the 20 ms frames aiortc sends one RTP packet
+        each (it stamps every packet of one frame alike), pts continuing the sample count."""
+        import av
+
+        if self._audio_next is None:
+            self._audio_next = sound.pts
+        self._carry = np.concatenate([self._carry, sound.to_ndarray().reshape(-1)])
+        frames = []
+        while len(self._carry) >= OPUS_FRAME:
+            piece, self._carry = self._carry[:OPUS_FRAME], self._carry[OPUS_FRAME:]
+            frame = av.AudioFrame.from_ndarray(piece.reshape(1, -1), format="s16", layout="mono")
+            frame.sample_rate, frame.pts, frame.time_base = sound.sample_rate, self._audio_next, sound.time_base
+            self._audio_next += OPUS_FRAME
+            frames.append(frame)
+        return frames
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._pc.close(), self._loop).result(10)
+        if self._resource:
+            _delete(self._resource)
+        self._stop_loop()
+
+    def abort(self) -> None:
+        try:
+            self.close()
+        except (OSError, RuntimeError, TimeoutError) as exc:
+            log.debug("closing a failed WHIP session: %s", exc)
+            self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+
+@functools.lru_cache(maxsize=None)
+def _track_class():
+    """A MediaStreamTrack whose ``recv`` gives what ``put`` got (made on first use: aiortc loads lazily)."""
+    from aiortc import MediaStreamTrack
+
+    class QueueTrack(MediaStreamTrack):
+        def __init__(self, kind: str) -> None:
+            super().__init__()
+            self.kind = kind
+            self.queue: asyncio.Queue = asyncio.Queue(TRACK_FRAMES)
+
+        def put(self, frame) -> None:
+            if self.queue.full():
+                self.queue.get_nowait()  # aiortc's sender fell behind: the oldest goes
+            self.queue.put_nowait(frame)
+
+        async def recv(self):
+            return await self.queue.get()
+
+    return QueueTrack
