@@ -24,7 +24,7 @@ SIZE = (288, 384)  # width, height: sun.mp4 at half size keeps the test fast
 @pytest.fixture(scope="module")
 def looped(tmp_path_factory, media):
     """``looped(seconds)``: sun.mp4's first 4 frames at half size, looped to ``seconds`` at 25 fps, as an mp4
-    with the face records of its frames (so no face analysis runs): (video path, records path)."""
+    with the face records of its frames (so no face analysis runs): (video path, records path), made once."""
     import cv2
 
     from musetalk.face import FaceAnalyzer, save_records
@@ -39,6 +39,8 @@ def looped(tmp_path_factory, media):
 
     def make(seconds: int):
         video, faces = folder / f"loop{seconds}.mp4", folder / f"loop{seconds}.npz"
+        if video.is_file():
+            return video, faces
         with VideoWriter(video, *SIZE, 25) as writer:
             for i in range(25 * seconds):
                 writer.write(frames[i % LOOP_FRAMES])
@@ -149,7 +151,7 @@ PRIORITY_BUDGET_S = 0.35
 @pytest.mark.parametrize("yielding", [True, False], ids=["yielding", "not-yielding"])
 def test_live_sessions_keep_their_budget_while_an_avatar_is_prepared(tmp_path, tiny_musetalk, store, speech, looped,
                                                                      yielding):
-    """Two live sessions speak 2 s each (50 frames each) while a 20 s avatar (500 frames, 32 steps of 0.2 s on
+    """Two live sessions speak 2 s each (50 frames each) while a 10 s avatar (250 frames, 16 steps of 0.2 s on
     the device) is prepared on the same fake device, which serves one call at a time in the order asked.
 
     Yielding (the engine's background lane): the preparation starts at most one device step while the
@@ -162,7 +164,7 @@ def test_live_sessions_keep_their_budget_while_an_avatar_is_prepared(tmp_path, t
     from musetalk.realtime.avatars.prepare import no_wait
     from musetalk.realtime.engine.engine import Engine
 
-    video, faces = looped(20)
+    video, faces = looped(10)
     device = FifoDevice()
     model = PreparationModel(tiny_musetalk, device, PREP_CALL_S)
     preparing = AvatarStore(tmp_path / "avatars", model)
@@ -195,7 +197,7 @@ def test_live_sessions_keep_their_budget_while_an_avatar_is_prepared(tmp_path, t
             r.join(30)
     during = sum(spoken_from <= t <= spoken_until for t in model.calls)
     assert any(t > spoken_until for t in model.calls), "the preparation ended before the speech"
-    assert preparing.load("new").num_frames == 500
+    assert preparing.load("new").num_frames == 250
     results = [speech_frames(r.items) for r in readers]
     skipped = [skips for _, skips in results]
     if yielding:

@@ -1,4 +1,5 @@
-"""The on-disk format of prepared avatars: what each file holds, writing it, reading it back, listing.
+"""The on-disk format of prepared avatars: what each file holds, writing it (frame by frame, :class:`AvatarWriter`),
+reading it back, listing.
 
 An avatar folder ``AVATARS/NAME/`` holds (N = source frames, all images RGB uint8):
 
