@@ -56,6 +56,7 @@ from pipecat.services.ai_service import AIService
 from pipecat.services.settings import ServiceSettings, TTSSettings
 from pipecat.services.tts_service import TTSService
 
+from ..audio.pcm import from_pcm16, to_pcm16
 from ..errors import MuseTalkError
 from ..realtime.backend import Backend, BackendOptions, load_backend
 from ..realtime.engine.outbox import Event
@@ -152,7 +153,7 @@ class _Resampler:
                                                                             quality="HQ")
 
     def push(self, pcm: bytes) -> np.ndarray:
-        samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], "<i2").astype(np.float32) / 32768.0
+        samples = from_pcm16(pcm[: len(pcm) // 2 * 2])
         samples = samples[: samples.size // self.channels * self.channels].reshape(-1, self.channels).mean(axis=1)
         return samples if self._stream is None else self._stream.resample_chunk(samples)
 
@@ -176,11 +177,6 @@ def _utterance_played(item) -> bool:
     interruption came)."""
     payload = item.payload if isinstance(item, Event) else {}
     return payload.get("type") == "utterance_done" and not payload.get("interrupted")
-
-
-def pcm16(samples: np.ndarray) -> bytes:
-    """float32 [-1, 1] -> s16le bytes (x 32768, rounded, clipped)."""
-    return np.clip(np.round(samples * 32768.0), -32768, 32767).astype("<i2").tobytes()
 
 
 class MuseTalkVideoService(AIService):
@@ -400,7 +396,7 @@ class MuseTalkVideoService(AIService):
         image = OutputImageRawFrame(image=frame.image.tobytes(), size=(width, height), format="RGB")
         image.sync_with_audio = True
         image.metadata[METADATA_KEY] = {"index": frame.index, "speech": frame.speech, "repeated": frame.repeated}
-        audio = SpeechOutputAudioRawFrame(audio=pcm16(frame.audio), sample_rate=SAMPLE_RATE, num_channels=1)
+        audio = SpeechOutputAudioRawFrame(audio=to_pcm16(frame.audio).tobytes(), sample_rate=SAMPLE_RATE, num_channels=1)
         audio.metadata[METADATA_KEY] = {"index": frame.index, "speech": frame.speech}
         await self.push_frame(image)
         await self.push_frame(audio)
@@ -430,7 +426,7 @@ class MuseTalkTTSService(TTSService):
 
         async def pcm():
             while (samples := await asyncio.to_thread(next, sentences, None)) is not None:
-                yield pcm16(samples)
+                yield to_pcm16(samples).tobytes()
 
         try:
             async for frame in self._stream_audio_frames_from_iterator(pcm(), in_sample_rate=SAMPLE_RATE,

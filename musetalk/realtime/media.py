@@ -22,12 +22,14 @@ from typing import AsyncIterator, Callable
 import numpy as np
 
 from ..audio.load import SAMPLE_RATE
+from ..audio.pcm import to_pcm16
 from .engine.clock import MediaClock, frame_sample
 from .engine.outbox import Event, Frame, Skip
 
-__all__ = ["MediaClock", "MediaFrame", "paced_frames", "video_frame", "AudioOut", "VIDEO_TIME_BASE"]
+__all__ = ["MediaClock", "MediaFrame", "paced_frames", "video_frame", "AudioOut", "AudioChunks", "VIDEO_TIME_BASE", "OPUS_FRAME"]
 
 VIDEO_TIME_BASE = Fraction(1, 90000)  # RTP's video clock; FLV/MPEG-TS muxers rescale from it
+OPUS_FRAME = 960  # samples of one 20 ms Opus packet at 48 kHz (aiortc sends each frame given as one packet)
 
 
 @dataclass(frozen=True)
@@ -42,10 +44,6 @@ class MediaFrame:
     speech: bool
     repeated: bool
     playout_at: float
-
-
-def _slot_samples(index: int, fps: float) -> int:
-    return frame_sample(index + 1, fps, SAMPLE_RATE) - frame_sample(index, fps, SAMPLE_RATE)
 
 
 async def paced_frames(session, budget_s: float, now: Callable[[], float] = time.perf_counter,
@@ -110,9 +108,10 @@ async def paced_frames(session, budget_s: float, now: Callable[[], float] = time
                 picture = item.image
             speech = session.speaks(index)
             audio = session.take_audio(index)
-            yield MediaFrame(index, picture,
-                             audio if audio is not None else np.zeros(_slot_samples(index, clock.fps), np.float32),
-                             speech=speech, repeated=not fresh, playout_at=playout)
+            if audio is None:  # nothing fed for this slot: silence
+                start, stop = clock.sample_span(index, SAMPLE_RATE)
+                audio = np.zeros(stop - start, np.float32)
+            yield MediaFrame(index, picture, audio, speech=speech, repeated=not fresh, playout_at=playout)
             index += 1
     finally:
         if reader is not None:
@@ -149,10 +148,39 @@ class AudioOut:
         out = samples if self._resampler is None else self._resampler.resample_chunk(samples)
         if not len(out):
             return None
-        pcm = (np.clip(out, -1, 1) * 32767).astype("<i2").reshape(1, -1)
+        pcm = to_pcm16(out).reshape(1, -1)
         frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
         frame.sample_rate = self.rate
         frame.pts = self._next
         frame.time_base = Fraction(1, self.rate)
         self._next += pcm.shape[1]
         return frame
+
+
+class AudioChunks:
+    """s16 mono ``av.AudioFrame``s of any length (pts counting samples on one clock) re-cut into frames of
+    exactly ``samples`` samples, pts continuing the sample count: aiortc sends each frame it is given as
+    one RTP packet and stamps all of its samples alike (20 ms Opus packets: 960 samples at 48 kHz)."""
+
+    def __init__(self, samples: int) -> None:
+        self.samples = samples
+        self._carry = np.zeros(0, np.int16)
+        self._next: int | None = None  # pts of the next frame out
+
+    def cut(self, frame) -> list:
+        """The whole frames ``frame`` (None: nothing) completes, in order; the rest waits for the next."""
+        import av
+
+        if frame is None:
+            return []
+        if self._next is None:
+            self._next = frame.pts
+        self._carry = np.concatenate([self._carry, frame.to_ndarray().reshape(-1)])
+        out = []
+        while len(self._carry) >= self.samples:
+            piece, self._carry = self._carry[:self.samples], self._carry[self.samples:]
+            chunk = av.AudioFrame.from_ndarray(piece.reshape(1, -1), format="s16", layout="mono")
+            chunk.sample_rate, chunk.pts, chunk.time_base = frame.sample_rate, self._next, frame.time_base
+            self._next += self.samples
+            out.append(chunk)
+        return out

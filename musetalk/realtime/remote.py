@@ -25,10 +25,11 @@ from typing import AsyncIterator
 
 import numpy as np
 
+from ..audio.pcm import to_pcm16
 from ..errors import MuseTalkError
 from ..speech.synth import SAMPLE_RATE
 from ..video.jpeg import decode_jpeg
-from .engine.clock import frame_sample
+from .engine.clock import frame_sample, frame_span
 from .engine.outbox import Event
 from .media import MediaFrame
 
@@ -163,7 +164,7 @@ class _SentSpeech:
     def frame_audio(self, index: int) -> np.ndarray:
         """float32 (n,) 16 kHz: the samples of frame ``index``'s slot on the session's timeline (zeros at
         rest); the playing utterance's sample 0 lies at the start of its first frame."""
-        start, stop = (frame_sample(i, self.fps, SAMPLE_RATE) for i in (index, index + 1))
+        start, stop = frame_span(index, self.fps, SAMPLE_RATE)
         if self.playing is None:
             return np.zeros(stop - start, np.float32)
         if self.first is None:
@@ -225,7 +226,7 @@ class RemoteSession:
         if (excess := self._speech.unplayed_s() + len(samples) / SAMPLE_RATE - MAX_AHEAD_S) > 0:
             await asyncio.sleep(excess)
         self._speech.feed(samples)
-        pcm = (np.clip(samples, -1.0, 1.0 - 1 / 32768) * 32768).round().astype("<i2").tobytes()
+        pcm = to_pcm16(samples).tobytes()
         await self._send(pcm)
 
     async def end(self) -> None:

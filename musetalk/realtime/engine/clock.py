@@ -20,6 +20,11 @@ def frame_sample(index: int, fps: float, rate: int) -> int:
     return math.floor(index * rate / fps + _EPS)
 
 
+def frame_span(index: int, fps: float, rate: int) -> tuple[int, int]:
+    """(start, stop) samples at ``rate`` Hz of frame ``index``'s slot."""
+    return frame_sample(index, fps, rate), frame_sample(index + 1, fps, rate)
+
+
 @dataclass(frozen=True)
 class MediaClock:
     """origin: perf_counter seconds of media time 0 (frame 0's due time); fps: frames per second."""
@@ -45,7 +50,7 @@ class MediaClock:
 
     def sample_span(self, index: int, rate: int) -> tuple[int, int]:
         """(start, stop) samples at ``rate`` Hz of frame ``index``'s slot."""
-        return self.sample_start(index, rate), self.sample_start(index + 1, rate)
+        return frame_span(index, self.fps, rate)
 
     def frame_at(self, wall: float) -> int:
         """The frame whose slot holds perf_counter time ``wall`` (negative before the origin)."""

@@ -38,8 +38,9 @@ import numpy as np
 
 from ...audio.features import WINDOW
 from ...audio.load import SAMPLE_RATE
+from ...audio.pcm import from_pcm16
 from ...errors import MuseTalkError
-from .clock import AudioTimeline, MediaClock, frame_sample
+from .clock import AudioTimeline, MediaClock, frame_sample, frame_span
 from .outbox import END, Event, Frame, Outbox, OutboxFull, Skip
 from .stats import EngineStats
 from .streaming import STATE_SAMPLES, FeatureStream, Plan
@@ -218,7 +219,7 @@ class Session:
 
     def feed_pcm16(self, data: bytes) -> int:
         """Append PCM s16le mono 16 kHz bytes (an even count)."""
-        return self.feed(np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0)
+        return self.feed(from_pcm16(data))
 
     def end(self) -> None:
         """The current utterance is complete: its remaining frames (floor(seconds x fps) in all) follow."""
@@ -291,7 +292,7 @@ class Session:
         floor((i + 1) x 16000 / fps)) of the session's timeline, zeros where none was fed; None if nothing
         was fed there (silence). Taken at the slot's playout, it forgets everything before; a skipped frame's
         audio is still there (the picture repeats, the speech plays on time)."""
-        span = (frame_sample(index, self.avatar.fps, SAMPLE_RATE), frame_sample(index + 1, self.avatar.fps, SAMPLE_RATE))
+        span = frame_span(index, self.avatar.fps, SAMPLE_RATE)
         with self._lock:
             while self._spoken and self._spoken[0][1] <= index:
                 self._spoken.popleft()

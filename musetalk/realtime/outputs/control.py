@@ -25,9 +25,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping
 
-import numpy as np
 
 from ...audio.load import SAMPLE_RATE
+from ...audio.pcm import to_pcm16
 from ...errors import MuseTalkError
 from ..engine.session import Session, SessionError
 
@@ -228,7 +228,7 @@ async def speak(session: Session, text: str, voice: Voice, audio_messages: bool 
                 await asyncio.sleep(wait)
             frame = session.feed(samples, known_ahead=True)  # synthesised: no look-ahead wait before it plays
             if audio_messages:
-                pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+                pcm = to_pcm16(samples).tobytes()
                 session.notify({"type": "audio", "frame": frame, "sample_rate": SAMPLE_RATE,
                                 "pcm16": base64.b64encode(pcm).decode()})
         session.end()

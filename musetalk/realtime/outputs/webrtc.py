@@ -50,7 +50,7 @@ from ..engine.admission import ServerFull
 from ..engine.engine import Engine
 from ..engine.outbox import Event
 from ..engine.session import Session, SessionError
-from ..media import AudioOut, MediaFrame, paced_frames, video_frame
+from ..media import OPUS_FRAME, AudioChunks, AudioOut, MediaFrame, paced_frames, video_frame
 from .control import Control, ProtocolError, Voice, session_params
 from .ice import WebRTCSettings
 
@@ -59,7 +59,6 @@ log = logging.getLogger(__name__)
 SENT_VIDEO = ("H264", "VP8")  # in order of preference
 CONSTRAINED_BASELINE = "42e01f"
 OPUS_RATE = 48000
-OPUS_FRAME = 960  # samples of one 20 ms Opus packet: aiortc stamps each encode() call as one packet
 RETRY_AFTER_S = 10
 VIDEO_QUEUE = 6  # pictures (240 ms at 25 fps) waiting for a stalled encoder before the oldest is dropped
 AUDIO_QUEUE = 12  # 20 ms packets likewise
@@ -243,32 +242,6 @@ class _FedTrack(MediaStreamTrack):
         return frame
 
 
-class _OpusPackets:
-    """A session's speech slots -> ``av.AudioFrame``s of exactly 20 ms (s16 mono 48 kHz, pts = sample
-    count on the session's clock): aiortc's Opus encoder stamps each frame it is given as one packet."""
-
-    def __init__(self, out: AudioOut) -> None:
-        self._out = out
-        self._pending = np.zeros(0, np.int16)
-        self._pts: int | None = None
-
-    def frames(self, samples_16k: np.ndarray) -> list:
-        frame = self._out.frame(samples_16k)
-        if frame is None:
-            return []
-        if self._pts is None:
-            self._pts = frame.pts - len(self._pending)
-        self._pending = np.concatenate([self._pending, frame.to_ndarray().reshape(-1)])
-        out = []
-        while len(self._pending) >= OPUS_FRAME:
-            chunk, self._pending = self._pending[:OPUS_FRAME], self._pending[OPUS_FRAME:]
-            packet = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
-            packet.sample_rate, packet.pts, packet.time_base = OPUS_RATE, self._pts, frame.time_base
-            self._pts += OPUS_FRAME
-            out.append(packet)
-        return out
-
-
 class Peer:
     """One WebRTC session: its engine ``session``, its ``control`` of it (set before :meth:`answer`), the
     peer connection ``pc`` and the tasks that feed the tracks, watch the connection and read the
@@ -330,12 +303,12 @@ class Peer:
         clock = session.clock
         reason = None
         try:
-            audio = _OpusPackets(AudioOut(clock, OPUS_RATE))
+            audio, packets = AudioOut(clock, OPUS_RATE), AudioChunks(OPUS_FRAME)
             async for item in paced_frames(session, self.budget_s):
                 if isinstance(item, Event):
                     self.send(item.message())
                     continue
-                self._play_frame(item, clock, audio)
+                self._play_frame(item, clock, audio, packets)
         except SessionError as exc:
             reason = str(exc)
         except Exception as exc:  # noqa: BLE001 - this session fails, loudly; the others go on
@@ -346,7 +319,7 @@ class Peer:
         await self._flush_channel()
         self.close_soon()
 
-    def _play_frame(self, frame: MediaFrame, clock, audio: _OpusPackets) -> None:
+    def _play_frame(self, frame: MediaFrame, clock, audio: AudioOut, packets: AudioChunks) -> None:
         image, sound = frame.image, frame.audio
         if frame.speech and frame.index < self._stale_before:  # interrupted after it left the session
             avatar = self.session.avatar
@@ -355,7 +328,7 @@ class Peer:
             self.repeated += 1
             self.send({"type": "skip", "index": frame.index, "skipped": self.repeated})
         self.video.put(video_frame(image, frame.index, clock))
-        for packet in audio.frames(sound):  # each 20 ms packet leaves at its own media time, on the same clock
+        for packet in packets.cut(audio.frame(sound)):  # each 20 ms packet leaves at its own media time, on the same clock
             self.audio.put(packet, at=clock.wall(float(packet.pts * packet.time_base)) + self.budget_s)
 
     def drop_speech_before(self, frame: int) -> None:

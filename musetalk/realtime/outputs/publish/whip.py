@@ -17,15 +17,13 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-import numpy as np
-
+from ...media import OPUS_FRAME, AudioChunks
 from .encode import AVUnit, EncodeSettings
 from .targets import Target
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 15.0
-OPUS_FRAME = 960  # samples of 20 ms at 48 kHz
 TRACK_FRAMES = 100  # frames a track may hold for aiortc's sender before the oldest goes
 
 
@@ -62,8 +60,7 @@ class WhipSink:
         self.bytes_out = 0
         self._failed: str | None = None
         self._resource: str | None = None
-        self._carry = np.zeros(0, np.int16)
-        self._audio_next: int | None = None
+        self._packets = AudioChunks(OPUS_FRAME)  # the 20 ms frames aiortc sends one RTP packet each
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="musetalk-whip", daemon=True)
         self._thread.start()
@@ -98,25 +95,8 @@ class WhipSink:
         frame.pts, frame.time_base = unit.video.pts, unit.video.time_base
         self._loop.call_soon_threadsafe(self._video.put, frame)
         if unit.audio is not None:
-            for sound in self._audio_packets(unit.audio):
+            for sound in self._packets.cut(unit.audio):
                 self._loop.call_soon_threadsafe(self._audio.put, sound)
-
-    def _audio_packets(self, sound) -> list:
-        """``sound`` (s16 mono 48 kHz, any length) re-cut into the 20 ms frames aiortc sends one RTP packet
-        each (it stamps every packet of one frame alike), pts continuing the sample count."""
-        import av
-
-        if self._audio_next is None:
-            self._audio_next = sound.pts
-        self._carry = np.concatenate([self._carry, sound.to_ndarray().reshape(-1)])
-        frames = []
-        while len(self._carry) >= OPUS_FRAME:
-            piece, self._carry = self._carry[:OPUS_FRAME], self._carry[OPUS_FRAME:]
-            frame = av.AudioFrame.from_ndarray(piece.reshape(1, -1), format="s16", layout="mono")
-            frame.sample_rate, frame.pts, frame.time_base = sound.sample_rate, self._audio_next, sound.time_base
-            self._audio_next += OPUS_FRAME
-            frames.append(frame)
-        return frames
 
     def close(self) -> None:
         asyncio.run_coroutine_threadsafe(self._pc.close(), self._loop).result(10)
