@@ -229,7 +229,8 @@ class Channel:
             chunk = samples[start:start + FEED_SAMPLES]
             while (wait := self.session.audio_wait_s(len(chunk))) > 0:
                 await asyncio.sleep(wait)
-            self.session.feed(chunk, known_ahead=True)  # known before it plays: no look-ahead wait
+            self.session.feed(chunk)  # (not known_ahead: a broadcast gains nothing from starting sooner, and its
+            # first frames keep the look-ahead's head start, so a slow engine skips fewer of them)
         self.session.end()
 
     def _end_utterance(self) -> None:
