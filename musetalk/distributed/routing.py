@@ -8,8 +8,8 @@ from .serve import rank_by_free_capacity
 
 
 class FreeCapacityRouter(FIFOMixin, RequestRouter):
-    """Tries replicas whose engine has room first (least loaded first), then unreported, then full ones;
-    within a rank Serve takes the one with the fewest requests in flight."""
+    """Tries replicas whose engine has room, or that have not reported yet, first (least loaded first), then
+    full ones; within a rank Serve takes the one with the fewest requests in flight."""
 
     async def choose_replicas(self, candidate_replicas: list[RunningReplica],
                               pending_request: PendingRequest | None = None) -> list[list[RunningReplica]]:

@@ -84,14 +84,14 @@ class AvatarReplica:
 
 
 def rank_by_free_capacity(replicas: Sequence) -> list[list]:
-    """Serve replicas (each with ``routing_stats``) in ranks to try in turn: those whose engine has room
-    (least loaded first; within the rank Serve takes the one with the fewest requests in flight, so sessions
-    arriving together between two reports still spread); then those that have not reported yet (just
-    started); then full ones."""
+    """Serve replicas (each with ``routing_stats``) in ranks to try in turn: first those whose engine has room
+    (least loaded first) with those that have not reported yet (just started: their engine is empty), and
+    within the rank Serve takes the one with the fewest requests in flight, so sessions arriving together
+    between two reports still spread; then full ones."""
     free = sorted((r for r in replicas if r.routing_stats.get("free") is True), key=lambda r: r.routing_stats["load"])
     unreported = [r for r in replicas if "free" not in r.routing_stats]
     full = [r for r in replicas if r.routing_stats.get("free") is False]
-    return [rank for rank in (free, unreported, full) if rank]
+    return [rank for rank in (free + unreported, full) if rank]
 
 
 def deploy(make_app: Callable[[], object], options: ReplicaOptions, address: str | None = None,

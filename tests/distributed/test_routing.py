@@ -19,10 +19,10 @@ def test_a_free_replica_is_tried_before_a_full_one_with_fewer_open_requests():
     assert [[r.name for r in rank] for rank in rank_by_free_capacity([full, free])] == [["free"], ["full"]]
 
 
-def test_free_replicas_share_the_first_rank_least_loaded_first_then_unreported_then_full():
+def test_free_and_unreported_replicas_share_the_first_rank_least_loaded_first_then_full():
     replicas = [replica("full", {"free": False, "load": 1.0}), replica("busy", {"free": True, "load": 0.5}),
                 replica("new", {}), replica("idle", {"free": True, "load": 0.0})]
-    assert [[r.name for r in rank] for rank in rank_by_free_capacity(replicas)] == [["idle", "busy"], ["new"],
+    assert [[r.name for r in rank] for rank in rank_by_free_capacity(replicas)] == [["idle", "busy", "new"],
                                                                                     ["full"]]
 
 
