@@ -27,6 +27,14 @@ def pcm16(samples: np.ndarray) -> bytes:
     return (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
 
 
+def wait_for_sessions(client, count: int, timeout: float = 30.0) -> None:
+    """Wait until the server has ``count`` sessions open (a WebSocket is accepted before its session opens)."""
+    deadline = time.monotonic() + timeout
+    while client.get("/health").json()["sessions"] != count:
+        assert time.monotonic() < deadline, f"the server did not reach {count} open sessions in {timeout} s"
+        time.sleep(0.02)
+
+
 def expect_error(ws, match: str, code: int = 1008) -> None:
     """An error message containing ``match``, then a close with ``code`` and the same reason."""
     msg = json.loads(ws.receive_text())
@@ -166,13 +174,15 @@ def test_engine_fault_closes_only_its_session_with_1011(store, tiny_musetalk, sp
 
     with Engine(tiny_musetalk, batch_size=8) as engine, TestClient(create_app(store, engine)) as client:
         fake_models(engine, fault=fault)
-        with client.websocket_connect("/ws/photo") as victim, client.websocket_connect("/ws/photo") as bystander:
-            for ws in (victim, bystander):
-                ws.send_bytes(pcm16(speech[:8000]))
-                ws.send_text('{"type": "end"}')
-            expect_error(victim, "generation failed: injected", code=1011)
-            assert sum(len(bystander.receive_bytes()) > 1000 for _ in range(12)) == 12
-            assert json.loads(bystander.receive_text()) == {"type": "done", "frames": 12, "skipped": 0}
+        with client.websocket_connect("/ws/photo") as victim:
+            wait_for_sessions(client, 1)  # the victim's session opens first: it is session 1
+            with client.websocket_connect("/ws/photo") as bystander:
+                for ws in (victim, bystander):
+                    ws.send_bytes(pcm16(speech[:8000]))
+                    ws.send_text('{"type": "end"}')
+                expect_error(victim, "generation failed: injected", code=1011)
+                assert sum(len(bystander.receive_bytes()) > 1000 for _ in range(12)) == 12
+                assert json.loads(bystander.receive_text()) == {"type": "done", "frames": 12, "skipped": 0}
 
 
 def test_metrics(client, speech):

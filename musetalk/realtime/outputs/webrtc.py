@@ -33,7 +33,6 @@ import logging
 import uuid
 from collections import deque
 
-import av
 import numpy as np
 from aiortc import (MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSender,
                     RTCSessionDescription)
@@ -44,7 +43,6 @@ from aiortc.sdp import SessionDescription
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from ...audio.load import SAMPLE_RATE
 from ...errors import MuseTalkError
 from ..engine.admission import ServerFull
 from ..engine.engine import Engine
@@ -53,6 +51,7 @@ from ..engine.session import Session, SessionError
 from ..media import OPUS_FRAME, AudioChunks, AudioOut, MediaFrame, paced_frames, video_frame
 from .control import Control, ProtocolError, Voice, session_params
 from .ice import WebRTCSettings
+from .microphone import MicrophoneFeed
 
 log = logging.getLogger(__name__)
 
@@ -412,19 +411,18 @@ class Peer:
             self._tasks.append(asyncio.create_task(self._listen(track)))
 
     async def _listen(self, track) -> None:
-        """The client's microphone as the session's speech: decoded, resampled to s16 mono 16 kHz, fed as
-        PCM (not while a ``say`` is spoken)."""
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+        """The client's microphone as the session's speech (:class:`~.microphone.MicrophoneFeed`)."""
+        microphone = MicrophoneFeed(self.control)
         try:
             while True:
-                frame = await track.recv()
-                for out in resampler.resample(frame):
-                    if not self.control.busy_saying:
-                        self.control.receive_bytes(out.to_ndarray().astype("<i2").tobytes())
+                microphone.feed(await track.recv())
         except MediaStreamError:
             return
         except (ProtocolError, SessionError) as exc:
             self.refuse(str(exc))
+        finally:
+            if microphone.dropped:
+                log.info("WebRTC session %s: %d microphone frames after an end dropped", self.id, microphone.dropped)
 
     # -- the end -------------------------------------------------------------------------------------
     def close_soon(self, flush: bool = False) -> asyncio.Task:

@@ -100,6 +100,7 @@ class Link:
     def push(self, unit: AVUnit) -> bool:
         """Hand ``unit`` to the sender; False when it was dropped (link down, slow, or failed for good)."""
         if self.error is not None:
+            self.stats.frames_dropped += 1
             return False
         try:
             self._queue.put_nowait(unit)

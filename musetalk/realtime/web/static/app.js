@@ -756,7 +756,13 @@ async function startMic() {
     });
     const session = live;
     const detach = await session.startMic(media);
-    mic = { session, release() { detach(); media.getTracks().forEach((t) => t.stop()); } };
+    mic = {
+      session,
+      async release() {
+        await detach();  // the track's last packets leave before the end that follows them
+        media.getTracks().forEach((t) => t.stop());
+      },
+    };
     $("mic-stop").disabled = false;
     $("stop").disabled = false;
     notice(null);
@@ -768,16 +774,25 @@ async function startMic() {
   }
 }
 
-/** Stop capturing; ``finish`` ends the utterance (the avatar speaks what it got), otherwise it is dropped. */
+/** Stop capturing; ``finish`` ends the utterance (the avatar speaks what it got) once the microphone is
+ * detached (a typed sentence still queues until then), otherwise it is dropped. */
 function stopMic(finish) {
-  if (!mic) return;
-  mic.release();
-  const session = mic.session;
-  if (finish) session.endUtterance();
-  mic = null;
+  if (!mic || mic.stopping) return;
+  const current = mic;
+  current.stopping = true;
   $("mic-stop").disabled = true;
-  if (live) live.setState(stats.state);
-  if (finish) session.sayNext();
+  const done = () => {
+    if (mic === current) mic = null;
+    if (finish) current.session.endUtterance();
+    if (live) live.setState(stats.state);
+    if (finish) current.session.sayNext();
+  };
+  if (finish) {
+    current.release().finally(done);
+  } else {
+    current.release().catch(() => {});  // the session is going away: nothing waits for the detach
+    done();
+  }
 }
 
 async function playWav(file) {
