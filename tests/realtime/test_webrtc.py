@@ -533,3 +533,67 @@ def test_the_microphone_track_is_fed_as_speech(url, speech):
 
     done = run(scenario())
     assert 34 <= done["frames"] <= 40, done  # 1.5 s: 37 frames, give or take the codec's edges
+
+
+def test_sound_leaves_once_its_picture_is_sent_or_after_the_hold():
+    """The audio sender gets a 20 ms packet only once the video sender has sent the picture it plays with
+    (a 30 ms encode here), so both RTP timestamps are paired with the same send time; when the picture's
+    encoder stalls, the sound leaves alone FOLLOW_HOLD_S after its time."""
+    from fractions import Fraction
+
+    import av
+
+    from musetalk.realtime.outputs.webrtc import FOLLOW_HOLD_S, _FedTrack
+
+    def picture(index: int):
+        frame = av.VideoFrame(16, 16, "rgb24")
+        frame.pts, frame.time_base = index * 3600, Fraction(1, 90000)
+        return frame
+
+    def sound(pts: int):
+        frame = av.AudioFrame(format="s16", layout="mono", samples=960)
+        frame.pts, frame.time_base, frame.sample_rate = pts, Fraction(1, 48000), 48000
+        return frame
+
+    async def scenario() -> tuple[list, list, list]:
+        video = _FedTrack("video", VIDEO_QUEUE, frame_s=1 / FPS)
+        audio = _FedTrack("audio", 12, follows=video)
+        sent, heard = [], []
+
+        async def video_sender(frames: int) -> None:
+            while True:
+                frame = await video.recv()
+                if len(sent) == frames:
+                    await asyncio.sleep(3600)  # this picture's encode stalls
+                await asyncio.sleep(0.03)  # the encode
+                sent.append((frame.pts // 3600, time.perf_counter()))
+
+        async def audio_sender() -> None:
+            while True:
+                frame = await audio.recv()
+                heard.append((frame.pts, time.perf_counter()))
+
+        tasks = [asyncio.create_task(video_sender(3)), asyncio.create_task(audio_sender())]
+        await asyncio.sleep(0.01)  # both senders ask: the tracks take frames from now on
+        start = time.perf_counter()
+        for index in range(5):
+            video.put(picture(index), at=start + index / FPS)
+            for pts in (index * 1920, index * 1920 + 960):
+                audio.put(sound(pts), at=start + pts / 48000)
+            await asyncio.sleep(max(0.0, start + (index + 1) / FPS - time.perf_counter()))
+        await asyncio.sleep(0.5)
+        for task in tasks:
+            task.cancel()
+        return sent, heard, [start + pts / 48000 for pts, _ in heard]
+
+    sent, heard, due = asyncio.run(scenario())
+    assert [index for index, _ in sent] == [0, 1, 2] and [pts for pts, _ in heard] == [960 * i for i in range(10)]
+    sent_at = dict(sent)
+    for (pts, at), due_at in zip(heard, due):
+        index = pts // 1920
+        if index in sent_at:  # picture 0..2 sent: its sound leaves only after it
+            assert at >= sent_at[index], (pts, at - sent_at[index])
+        else:  # pictures 3 and 4 stalled in the encoder: their sound leaves after the hold
+            assert at >= due_at + FOLLOW_HOLD_S, (pts, at - due_at)
+    # frame 2's sound was held for frame 2's picture, not for the stalled frame 3
+    assert heard[5][1] - sent_at[2] < FOLLOW_HOLD_S / 2, heard[5][1] - sent_at[2]

@@ -61,6 +61,7 @@ OPUS_RATE = 48000
 RETRY_AFTER_S = 10
 VIDEO_QUEUE = 6  # pictures (240 ms at 25 fps) waiting for a stalled encoder before the oldest is dropped
 AUDIO_QUEUE = 12  # 20 ms packets likewise
+FOLLOW_HOLD_S = 0.1  # the longest a sound packet waits for its picture's encoder (then it leaves alone)
 DEFAULT_PLAYOUT_BUDGET_S = 0.2  # the playout delay after a frame's due time when the engine has no budget
 
 
@@ -203,15 +204,25 @@ class _FedTrack(MediaStreamTrack):
     """A track whose frames the playout loop puts in (at their playout point) and the sender takes out,
     each not before the perf_counter time it was put with (a 20 ms audio packet at its own media time).
     Before the sender first asks (not connected yet) frames are dropped; then at most ``most`` wait (the
-    oldest is dropped: an encoder stalled that long)."""
+    oldest is dropped: an encoder stalled that long).
 
-    def __init__(self, kind: str, most: int) -> None:
+    A track that ``follows`` another (audio follows video) also holds each frame until the other's sender
+    has sent the media time it starts at, at most ``FOLLOW_HOLD_S`` longer: the receiver lip-syncs by the
+    send time of each RTP timestamp (aiortc's sender reports), and a picture leaves only once encoded, so
+    without the hold the sound would leave an encode time ahead of its picture and play that much behind."""
+
+    def __init__(self, kind: str, most: int, follows: _FedTrack | None = None, frame_s: float = 0.0) -> None:
         super().__init__()
         self.kind = kind
         self._most = most
+        self._frame_s = frame_s  # a frame's duration: what a sent frame covers
+        self._follows = follows
         self._frames: deque = deque()
         self._ready = asyncio.Event()
         self._started = False
+        self._taken: float | None = None  # media time (s) of the frame the sender took last
+        self.sent_s = -float("inf")  # media time (s) up to which the sender has sent (its frames' ends)
+        self._sent = asyncio.Event()
         self.dropped = 0  # after the sender started
 
     def put(self, frame, at: float = 0.0) -> None:
@@ -227,6 +238,7 @@ class _FedTrack(MediaStreamTrack):
 
     async def recv(self):
         self._started = True
+        self._mark_sent()
         while not self._frames:
             if self.readyState != "live":
                 raise MediaStreamError
@@ -238,7 +250,27 @@ class _FedTrack(MediaStreamTrack):
             raise MediaStreamError
         if (wait := at - time.perf_counter()) > 0:
             await asyncio.sleep(wait)
+        media_s = float(frame.pts * frame.time_base)
+        if self._follows is not None:
+            await self._follows.sent_through(media_s, at + FOLLOW_HOLD_S)
+        self._taken = media_s
         return frame
+
+    def _mark_sent(self) -> None:
+        """The sender asks again: what it took last has been encoded and sent."""
+        if self._taken is not None:
+            self.sent_s, self._taken = self._taken + self._frame_s, None
+            self._sent.set()
+
+    async def sent_through(self, media_s: float, deadline: float) -> None:
+        """Wait until this track's sender has sent the frame that plays at media time ``media_s`` (s), or
+        until perf_counter ``deadline``."""
+        while self.sent_s <= media_s and (left := deadline - time.perf_counter()) > 0:
+            self._sent.clear()
+            try:
+                await asyncio.wait_for(self._sent.wait(), left)
+            except asyncio.TimeoutError:
+                return
 
 
 class Peer:
@@ -255,8 +287,8 @@ class Peer:
         self.pc = pc
         self._stale_before = 0  # speech frames before this index were interrupted: played as rest
         self.budget_s = budget_s
-        self.video = _FedTrack("video", VIDEO_QUEUE)
-        self.audio = _FedTrack("audio", AUDIO_QUEUE)
+        self.video = _FedTrack("video", VIDEO_QUEUE, frame_s=1 / session.clock.fps)
+        self.audio = _FedTrack("audio", AUDIO_QUEUE, follows=self.video)
         self.repeated = 0
         self._forget = forget
         self._channel = None
