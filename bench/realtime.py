@@ -210,15 +210,15 @@ def prepare(args: argparse.Namespace, work: Path) -> tuple[Path, Path, float]:
     import torch
 
     from musetalk import MuseTalk
-    from musetalk.face import load_face_parser
     from musetalk.models.random_init import write_random_models
-    from musetalk.realtime.avatars.store import AvatarStore, PrepareSettings
+    from musetalk.realtime.avatars.store import PrepareSettings
+    from musetalk.realtime.backend import open_store
 
     models = Path(args.models) if args.models else write_random_models(work / "models", size=args.size,
                                                                        versions=("v1.5",))
     dtype = torch.float16 if args.fp16 else torch.float32
     mt = MuseTalk.from_pretrained(models, device=args.device, dtype=dtype)
-    store = AvatarStore(work / "avatars", mt, parser=load_face_parser(models, device=args.device))  # as serve opens it
+    store = open_store(work / "avatars", models, mt, args.device)  # as serve opens it
     avatar = store.prepare(args.avatar, "bench", PrepareSettings(max_frames=args.avatar_frames,
                                                                  face_records=args.face_records))
     return models, store.root, avatar.fps
@@ -367,14 +367,14 @@ def bench_overlap(args: argparse.Namespace) -> None:
 
     from musetalk import MuseTalk
     from musetalk.audio import load_audio
-    from musetalk.realtime.avatars.store import AvatarStore
+    from musetalk.realtime.backend import open_store
     from musetalk.realtime.engine.engine import Engine
 
     with tempfile.TemporaryDirectory() as tmp:
         models, avatars, _ = prepare(args, Path(tmp))
         mt = MuseTalk.from_pretrained(models, device=args.device, dtype=torch.float16 if args.fp16 else torch.float32,
                                       decoder=args.decoder)
-        avatar = AvatarStore(avatars, mt).load("bench")
+        avatar = open_store(avatars, models, mt, args.device).load("bench")
         speech = load_audio(args.audio)[: int(args.seconds * 16000)]
         rates = {}
         for pipelined in (True, False):

@@ -36,7 +36,7 @@ def avatar_720p(args, work: Path):
 
     from musetalk import MuseTalk
     from musetalk.models.random_init import write_random_models
-    from musetalk.realtime.avatars.store import AvatarStore
+    from musetalk.realtime.backend import open_store
 
     image = cv2.imread(str(args.avatar))
     source = work / "bench720.png"
@@ -44,7 +44,7 @@ def avatar_720p(args, work: Path):
     models = Path(args.models) if args.models else write_random_models(work / "models", size=args.size,
                                                                        versions=("v1.5",))
     mt = MuseTalk.from_pretrained(models, device=args.device, dtype=torch.float16 if args.fp16 else torch.float32)
-    store = AvatarStore(work / "avatars", mt)
+    store = open_store(work / "avatars", models, mt, args.device)  # as `musetalk serve` opens it
     return models, store, store.prepare(source, "bench720")
 
 

@@ -36,7 +36,8 @@ OPUS_FRAME = 960  # samples of one 20 ms Opus packet at 48 kHz (aiortc sends eac
 class MediaFrame:
     """Frame ``index`` at its playout point. image: uint8 (H, W, 3) RGB (the previous picture when this one
     was skipped or late: ``repeated``); audio: float32 (n,) mono 16 kHz, the speech of the frame's slot
-    (zeros at rest); speech: an utterance covers the frame; playout_at: perf_counter seconds it is due out."""
+    (zeros at rest); speech: an utterance covers the frame; playout_at: perf_counter seconds it is due out;
+    rest: the image is the avatar's source frame for this index, unaltered (a rest frame made in time)."""
 
     index: int
     image: np.ndarray
@@ -44,6 +45,7 @@ class MediaFrame:
     speech: bool
     repeated: bool
     playout_at: float
+    rest: bool = False
 
 
 async def paced_frames(session, budget_s: float, now: Callable[[], float] = time.perf_counter,
@@ -111,7 +113,8 @@ async def paced_frames(session, budget_s: float, now: Callable[[], float] = time
             if audio is None:  # nothing fed for this slot: silence
                 start, stop = clock.sample_span(index, SAMPLE_RATE)
                 audio = np.zeros(stop - start, np.float32)
-            yield MediaFrame(index, picture, audio, speech=speech, repeated=not fresh, playout_at=playout)
+            yield MediaFrame(index, picture, audio, speech=speech, repeated=not fresh, playout_at=playout,
+                             rest=fresh and not item.speech and not speech)
             index += 1
     finally:
         if reader is not None:

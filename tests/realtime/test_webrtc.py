@@ -97,6 +97,8 @@ class Viewer:
         self.video: list[tuple[float, np.ndarray]] = []  # (arrival s, RGB) of each decoded frame
         self.audio: list[tuple[float, np.ndarray]] = []  # (arrival s, float mono 48 kHz)
         self.video_index: list[int] = []  # the media-clock index of each decoded frame (RTP time / frame)
+        self.video_key: list[bool] = []  # whether each decoded frame came as an H.264 IDR picture
+        self._idr: set[int] = set()  # RTP timestamps whose packets carried an IDR slice
         self.location: str | None = None
         self.answer: str | None = None
         self._tasks: list[asyncio.Task] = []
@@ -134,6 +136,8 @@ class Viewer:
             if packet.payload_type in receiver._RTCRtpReceiver__codecs and not _is_rtx(receiver, packet):
                 self._origins.setdefault(kind, packet.timestamp)
                 arrivals.setdefault(packet.timestamp, time.perf_counter())
+                if kind == "video" and IDR in _h264_nal_types(packet.payload):
+                    self._idr.add(packet.timestamp)
             await handle(packet, arrival_time_ms)
 
         receiver._handle_rtp_packet = handle_and_note
@@ -146,6 +150,7 @@ class Viewer:
                 at = self._arrivals[kind].get(rtp, time.perf_counter())
                 if kind == "video":
                     into.append((at, frame.to_ndarray(format="rgb24")))
+                    self.video_key.append(rtp in self._idr)
                     self.video_index.append(round(frame.pts * FPS / 90000))  # the frame index (from frame 0)
                 else:
                     samples = frame.to_ndarray().reshape(-1, len(frame.layout.channels)).mean(axis=1)
@@ -173,6 +178,26 @@ class Viewer:
         for task in self._tasks:
             task.cancel()
         await self.pc.close()
+
+
+IDR = 5  # the H.264 NAL unit type of an IDR slice
+
+
+def _h264_nal_types(payload: bytes) -> set[int]:
+    """NAL unit types in an H.264 RTP payload (RFC 6184: single NAL, STAP-A aggregates, FU-A fragments)."""
+    if not payload:
+        return set()
+    kind = payload[0] & 0x1F
+    if kind == 28 and len(payload) > 1:  # FU-A: the fragmented unit's type
+        return {payload[1] & 0x1F}
+    if kind == 24:  # STAP-A: 16-bit sizes, then units
+        types, offset = set(), 1
+        while offset + 2 < len(payload):
+            size = int.from_bytes(payload[offset:offset + 2], "big")
+            types.add(payload[offset + 2] & 0x1F)
+            offset += 2 + size
+        return types
+    return {kind}
 
 
 def _is_rtx(receiver, packet) -> bool:
@@ -597,3 +622,65 @@ def test_sound_leaves_once_its_picture_is_sent_or_after_the_hold():
             assert at >= due_at + FOLLOW_HOLD_S, (pts, at - due_at)
     # frame 2's sound was held for frame 2's picture, not for the stalled frame 3
     assert heard[5][1] - sent_at[2] < FOLLOW_HOLD_S / 2, heard[5][1] - sent_at[2]
+
+
+def test_idle_viewers_share_one_rest_stream_and_speech_leaves_it_on_a_keyframe(url, app, store, monkeypatch):
+    """Two viewers at rest send the avatar's one shared rest encoding (joined on its keyframes; decoded,
+    the rest picture within encoding loss); one speaks: its first speech picture arrives as an IDR from its
+    own encoder (asked for one when it left the shared stream), the rest of the picture unchanged, and it
+    rejoins the shared stream on a keyframe after."""
+    from musetalk.realtime.outputs import webrtc
+    from musetalk.realtime.outputs.rest_stream import KEY_INTERVAL
+
+    asked = []
+    request = webrtc._request_keyframe
+    monkeypatch.setattr(webrtc, "_request_keyframe", lambda sender: (asked.append(sender), request(sender)))
+
+    rest = np.asarray(store.load("photo").frames[0]).astype(np.float64)
+    peers = app.state.webrtc_peers
+
+    def peer_of(viewer: Viewer):
+        return peers[viewer.location.rsplit("/", 1)[1]]
+
+    async def scenario():
+        speaker, idle = Viewer(url), Viewer(url)
+        try:
+            for viewer in (speaker, idle):
+                assert (await viewer.offer("?lookahead=0.1")).status_code == 201
+                await viewer.connected()
+            pair = peer_of(speaker), peer_of(idle)
+            await _until(lambda: all(p.shared_frames >= 2 * KEY_INTERVAL for p in pair), 60)
+            speaker.send({"type": "say", "text": "Hello there."})
+            await speaker.message("utterance_done", 90)
+            shared = pair[0].shared_frames
+            await _until(lambda: pair[0].shared_frames > shared + KEY_INTERVAL, 60)  # back on the shared stream
+            return speaker, idle, [(list(p.switches), p.video.first_pts // 3600) for p in pair]
+        finally:
+            for viewer in (speaker, idle):
+                await viewer.close()
+
+    made_before = app.state.rest_streams.encodings
+    speaker, idle, ((speaker_switches, speaker_first), (idle_switches, idle_first)) = run(scenario())
+    assert app.state.rest_streams.encodings - made_before <= 1  # one encoding for the avatar, whoever watches
+
+    def keyframes_at(viewer: Viewer, first: int, indices: list[int]) -> list[bool]:
+        where = {first + i: k for i, k in zip(viewer.video_index, viewer.video_key)}
+        return [where.get(i) for i in indices]
+
+    # the idle viewer joined once, on a keyframe of the cycle, and stayed
+    assert len(idle_switches) == 1 and idle_switches[0][1] and idle_switches[0][0] % KEY_INTERVAL == 0
+    assert keyframes_at(idle, idle_first, [idle_switches[0][0]]) == [True]
+    joined_at = idle_switches[0][0] - idle_first
+    shared_pictures = [f for i, (_, f) in zip(idle.video_index, idle.video) if i >= joined_at]
+    psnr = [10 * np.log10(255 ** 2 / np.mean((f - rest) ** 2)) for f in shared_pictures]
+    assert len(psnr) >= 2 * KEY_INTERVAL and min(psnr) > 32, (len(psnr), min(psnr))
+    # the speaker: joined, left for its speech (an IDR there), joined again
+    assert [joined for _, joined in speaker_switches[:3]] == [True, False, True], speaker_switches
+    indices = [index for index, _ in speaker_switches[:3]]
+    assert keyframes_at(speaker, speaker_first, indices) == [True, True, True], speaker_switches
+    assert len(asked) == sum(not joined for _, joined in speaker_switches + idle_switches) >= 1
+    changed = np.max([np.abs(f - rest).max(axis=2) for _, f in speaker.video], axis=0) > 40
+    outside = ~changed  # the pasted face changes; nothing else may (a broken reference would)
+    assert 0 < changed.mean() < 0.5, changed.mean()
+    worst = min(10 * np.log10(255 ** 2 / np.mean((f[outside] - rest[outside]) ** 2)) for _, f in speaker.video)
+    assert worst > 30, worst

@@ -52,6 +52,7 @@ from ..media import OPUS_FRAME, AudioChunks, AudioOut, MediaFrame, paced_frames,
 from .control import Control, ProtocolError, Voice, session_params
 from .ice import WebRTCSettings
 from .microphone import MicrophoneFeed
+from .rest_stream import RestStreams
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ def register(app: FastAPI, store, engine: Engine, settings: WebRTCSettings, voic
     config = RTCConfiguration(iceServers=[RTCIceServer(list(s.urls), s.username, s.credential)
                                           for s in settings.ice_servers])
     budget = engine.latency_budget_s or DEFAULT_PLAYOUT_BUDGET_S
+    rest_streams = RestStreams(settings.video_kbps)
 
     @app.get("/ice")
     async def ice() -> dict:
@@ -102,7 +104,7 @@ def register(app: FastAPI, store, engine: Engine, settings: WebRTCSettings, voic
         except MuseTalkError as exc:
             return _error(503, str(exc))
         peer = Peer(uuid.uuid4().hex, name, session, RTCPeerConnection(config), budget,
-                    lambda p: peers.pop(p.id, None))
+                    lambda p: peers.pop(p.id, None), rest_streams)
         peer.control = Control(session, params.bargein, voice, audio_messages=False, on_interrupt=peer.drop_speech_before)
         try:
             answer = await peer.answer(sdp)
@@ -131,6 +133,7 @@ def register(app: FastAPI, store, engine: Engine, settings: WebRTCSettings, voic
 
     app.router.on_shutdown.append(close_all)
     app.state.webrtc_peers = peers
+    app.state.rest_streams = rest_streams
 
 
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
@@ -200,6 +203,13 @@ def _audio_preferences() -> list:
     return [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType.lower() == "audio/opus"]
 
 
+def _request_keyframe(sender: RTCRtpSender) -> None:
+    """The next picture ``sender`` encodes is a keyframe: what it does on a receiver's PLI. aiortc has no
+    public call for it; this one (its PLI handler's, aiortc 1.x as pyproject.toml pins) is tested by the
+    switch from the shared rest stream to speech in tests/realtime/test_webrtc.py."""
+    sender._send_keyframe()
+
+
 class _FedTrack(MediaStreamTrack):
     """A track whose frames the playout loop puts in (at their playout point) and the sender takes out,
     each not before the perf_counter time it was put with (a 20 ms audio packet at its own media time).
@@ -221,6 +231,7 @@ class _FedTrack(MediaStreamTrack):
         self._ready = asyncio.Event()
         self._started = False
         self._taken: float | None = None  # media time (s) of the frame the sender took last
+        self.first_pts: int | None = None  # of the first frame the sender took
         self.sent_s = -float("inf")  # media time (s) up to which the sender has sent (its frames' ends)
         self._sent = asyncio.Event()
         self.dropped = 0  # after the sender started
@@ -254,6 +265,8 @@ class _FedTrack(MediaStreamTrack):
         if self._follows is not None:
             await self._follows.sent_through(media_s, at + FOLLOW_HOLD_S)
         self._taken = media_s
+        if self.first_pts is None:
+            self.first_pts = frame.pts
         return frame
 
     def _mark_sent(self) -> None:
@@ -279,7 +292,7 @@ class Peer:
     microphone. ``forget`` is called once it is closed."""
 
     def __init__(self, pid: str, avatar: str, session: Session, pc: RTCPeerConnection, budget_s: float,
-                 forget) -> None:
+                 forget, rest_streams: RestStreams | None = None) -> None:
         self.id = pid
         self.avatar = avatar
         self.session = session
@@ -290,6 +303,12 @@ class Peer:
         self.video = _FedTrack("video", VIDEO_QUEUE, frame_s=1 / session.clock.fps)
         self.audio = _FedTrack("audio", AUDIO_QUEUE, follows=self.video)
         self.repeated = 0
+        self.rest_streams = rest_streams
+        self.shared_frames = 0  # rest frames sent from the avatar's shared rest stream
+        self.switches: list[tuple[int, bool]] = []  # (frame index, joined): where the shared stream began, ended
+        self._sharing = False  # the video track carries the shared rest stream now
+        self._video_sender: RTCRtpSender | None = None
+        self._codec: str | None = None
         self._forget = forget
         self._channel = None
         self._unsent: list[str] = []  # messages before the data channel opened
@@ -303,6 +322,7 @@ class Peer:
         pc = self.pc
         video = pc.addTransceiver(self.video, direction="sendonly")
         video.setCodecPreferences(_video_preferences())
+        self._video_sender = video.sender
         audio = pc.addTransceiver(self.audio, direction="sendrecv")
         audio.setCodecPreferences(_audio_preferences())
         pc.on("datachannel", self._on_datachannel)
@@ -313,6 +333,7 @@ class Peer:
         except OperationError as exc:  # no codec in common
             raise _Unsendable(f"{exc}: the server sends H264 (packetization-mode=1) or VP8 video, Opus audio") from None
         await pc.setLocalDescription(await pc.createAnswer())
+        self._codec = self.codec
         return pc.localDescription.sdp
 
     def start(self, connect_timeout_s: float) -> None:
@@ -358,9 +379,28 @@ class Peer:
         elif frame.repeated and frame.speech:
             self.repeated += 1
             self.send({"type": "skip", "index": frame.index, "skipped": self.repeated})
-        self.video.put(video_frame(image, frame.index, clock))
+        self._put_picture(frame, image, clock)
         for packet in packets.cut(audio.frame(sound)):  # each 20 ms packet leaves at its own media time, on the same clock
             self.audio.put(packet, at=clock.wall(float(packet.pts * packet.time_base)) + self.budget_s)
+
+    def _put_picture(self, frame: MediaFrame, image: np.ndarray, clock) -> None:
+        """Frame ``frame``'s picture to the video track: from the avatar's shared rest stream while it is
+        an unaltered rest frame (joining on a keyframe), else for the sender to encode (leaving the shared
+        stream, that picture is a keyframe)."""
+        picture = video_frame(image, frame.index, clock)
+        stream = self.rest_streams.get(self.session.avatar, self._codec) if frame.rest and self.rest_streams else None
+        if stream is not None and (self._sharing or stream.joinable(frame.index)):
+            if not self._sharing:
+                self._sharing = True
+                self.switches.append((frame.index, True))
+            self.shared_frames += 1
+            self.video.put(stream.packet(frame.index, picture.pts, picture.time_base))
+            return
+        if self._sharing:
+            self._sharing = False
+            self.switches.append((frame.index, False))
+            _request_keyframe(self._video_sender)
+        self.video.put(picture)
 
     def drop_speech_before(self, frame: int) -> None:
         """The session was interrupted: the speech frames before ``frame`` that still wait for their
