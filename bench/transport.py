@@ -180,12 +180,51 @@ def bench_transports(args, work: Path) -> None:
     session_cpu(args, models, store.root)
 
 
-def session_cpu(args, models: Path, avatars: Path) -> None:
-    """The server's CPU seconds per second with one WebRTC session at rest, then speaking (PCM fed in real
-    time over the data channel)."""
-    from aiortc import RTCPeerConnection, RTCSessionDescription
-    from aiortc.mediastreams import MediaStreamError
+class _Viewer:
+    """An aiortc receiver of one WebRTC session of avatar "bench720" (video and audio drained, counted)."""
 
+    def __init__(self) -> None:
+        from aiortc import RTCPeerConnection
+
+        self.pc = RTCPeerConnection()
+        self.channel = self.pc.createDataChannel("control")
+        self.pc.addTransceiver("video", direction="recvonly")
+        self.pc.addTransceiver("audio", direction="recvonly")
+        self.received = {"video": 0, "audio": 0}
+        self.answer = ""
+        self.pc.on("track", self._drain)
+
+    def _drain(self, track) -> None:
+        from aiortc.mediastreams import MediaStreamError
+
+        async def drain():
+            with contextlib.suppress(MediaStreamError):
+                while True:
+                    await track.recv()
+                    self.received[track.kind] += 1
+        asyncio.ensure_future(drain())
+
+    async def connect(self, port: int) -> None:
+        from aiortc import RTCSessionDescription
+
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/whep/bench720", self.pc.localDescription.sdp.encode(),
+                                         {"Content-Type": "application/sdp"})
+        self.answer = await asyncio.to_thread(lambda: urllib.request.urlopen(request, timeout=60).read().decode())
+        await self.pc.setRemoteDescription(RTCSessionDescription(self.answer, "answer"))
+        while self.received["video"] < 25:
+            await asyncio.sleep(0.1)
+
+    @property
+    def codec(self) -> str:
+        return next((line.split()[1].split("/")[0] for line in self.answer.splitlines()
+                     if line.startswith("a=rtpmap:") and "/90000" in line), "?")
+
+
+def session_cpu(args, models: Path, avatars: Path, idle_counts: tuple[int, ...] = (1, 4)) -> None:
+    """The server's CPU seconds per second with one WebRTC session at rest, then speaking (PCM fed in real
+    time over the data channel); then with 1 and 4 sessions at rest (after the shared rest stream is made:
+    what each more idle viewer costs)."""
     port = args.port + 1
     cmd = [sys.executable, "-m", "musetalk.cli.main", "-q", "serve", "--models", str(models), "--avatars",
            str(avatars), "--port", str(port), "--device", args.device, "--max-sessions", "1",
@@ -194,32 +233,12 @@ def session_cpu(args, models: Path, avatars: Path) -> None:
     try:
         _wait_up(port, server)
 
-        async def measure() -> tuple[float, float, str]:
-            pc = RTCPeerConnection()
-            channel = pc.createDataChannel("control")
-            pc.addTransceiver("video", direction="recvonly")
-            pc.addTransceiver("audio", direction="recvonly")
-            received = {"video": 0}
-
-            @pc.on("track")
-            def on_track(track):
-                async def drain():
-                    with contextlib.suppress(MediaStreamError):
-                        while True:
-                            await track.recv()
-                            received[track.kind] = received.get(track.kind, 0) + 1
-                asyncio.ensure_future(drain())
-
-            await pc.setLocalDescription(await pc.createOffer())
-            request = urllib.request.Request(f"http://127.0.0.1:{port}/whep/bench720", pc.localDescription.sdp.encode(),
-                                             {"Content-Type": "application/sdp"})
-            answer = await asyncio.to_thread(lambda: urllib.request.urlopen(request, timeout=60).read().decode())
-            await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
-            while received["video"] < 25:
-                await asyncio.sleep(0.1)
-            frames = received["video"]
+        async def measure() -> tuple:
+            viewer = _Viewer()
+            await viewer.connect(port)
+            frames = viewer.received["video"]
             idle = await _cpu_per_second(server.pid, 8.0)
-            idle_fps, frames = (received["video"] - frames) / 8.0, received["video"]
+            idle_fps, frames = (viewer.received["video"] - frames) / 8.0, viewer.received["video"]
             from musetalk.audio import load_audio
 
             pcm = (np.clip(load_audio(args.audio)[: 16000 * 9], -1, 1) * 32767).astype("<i2").tobytes()
@@ -228,22 +247,37 @@ def session_cpu(args, models: Path, avatars: Path) -> None:
                 start = time.perf_counter()
                 for k, offset in enumerate(range(0, len(pcm), 1280)):  # 40 ms chunks at real-time pace
                     await asyncio.sleep(max(0.0, start + k * 0.04 - time.perf_counter()))
-                    channel.send(pcm[offset: offset + 1280])
+                    viewer.channel.send(pcm[offset: offset + 1280])
 
             feeding = asyncio.ensure_future(speak())
             await asyncio.sleep(0.5)
             speaking = await _cpu_per_second(server.pid, 8.0)
-            speaking_fps = (received["video"] - frames) / 8.5
+            speaking_fps = (viewer.received["video"] - frames) / 8.5
             await feeding
-            codec = next((line.split()[1].split("/")[0] for line in answer.splitlines()
-                          if line.startswith("a=rtpmap:") and "/90000" in line), "?")
-            await pc.close()
-            return idle, speaking, codec, idle_fps, speaking_fps
+            await viewer.pc.close()
+            return idle, speaking, viewer.codec, idle_fps, speaking_fps
 
         idle, speaking, codec, idle_fps, speaking_fps = asyncio.run(measure())
         print(f"\nserver CPU of one WebRTC session ({codec} {args.video_kbps} kbit/s, 720p, budget "
               f"{args.budget_ms:g} ms): {idle:.2f} s/s at rest ({idle_fps:.1f} fps received), {speaking:.2f} s/s "
               f"speaking ({speaking_fps:.1f} fps received; the model included)")
+
+        async def idle_viewers(count: int) -> float:
+            viewers = [_Viewer() for _ in range(count)]
+            for viewer in viewers:
+                await viewer.connect(port)
+            await asyncio.sleep(3.0)  # every viewer reaches a keyframe of the shared rest stream
+            cpu = await _cpu_per_second(server.pid, 8.0)
+            for viewer in viewers:
+                await viewer.pc.close()
+            await asyncio.sleep(1.0)
+            return cpu
+
+        costs = [asyncio.run(idle_viewers(n)) for n in idle_counts]
+        per_viewer = (costs[-1] - costs[0]) / (idle_counts[-1] - idle_counts[0])
+        print(f"idle WebRTC viewers (the shared rest stream): {', '.join(f'{n}: {c:.2f} s/s' for n, c in zip(idle_counts, costs))}; "
+              f"each more idle viewer {per_viewer:.3f} s/s, against {idle:.2f} s/s for the first (its encoding "
+              f"of the rest stream included) and {speaking:.2f} s/s speaking")
     finally:
         server.terminate()
         server.wait()

@@ -121,13 +121,17 @@ async def paced_frames(session, budget_s: float, now: Callable[[], float] = time
             reader.cancel()
 
 
+def frame_pts(index: int, clock: MediaClock, time_base: Fraction = VIDEO_TIME_BASE) -> int:
+    """Frame ``index``'s media time in ``time_base`` units."""
+    return round(clock.frame_time(index) / time_base)
+
+
 def video_frame(image: np.ndarray, index: int, clock: MediaClock, time_base: Fraction = VIDEO_TIME_BASE):
-    """``image`` (uint8 (H, W, 3) RGB) as an ``av.VideoFrame`` whose pts is frame ``index``'s media time in
-    ``time_base`` units."""
+    """``image`` (uint8 (H, W, 3) RGB) as an ``av.VideoFrame`` whose pts is :func:`frame_pts`."""
     import av
 
     frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-    frame.pts = round(clock.frame_time(index) / time_base)
+    frame.pts = frame_pts(index, clock, time_base)
     frame.time_base = time_base
     return frame
 

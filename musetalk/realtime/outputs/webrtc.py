@@ -48,7 +48,8 @@ from ..engine.admission import ServerFull
 from ..engine.engine import Engine
 from ..engine.outbox import Event
 from ..engine.session import Session, SessionError
-from ..media import OPUS_FRAME, AudioChunks, AudioOut, MediaFrame, paced_frames, video_frame
+from ..media import (OPUS_FRAME, VIDEO_TIME_BASE, AudioChunks, AudioOut, MediaFrame, frame_pts, paced_frames,
+                     video_frame)
 from .control import Control, ProtocolError, Voice, session_params
 from .ice import WebRTCSettings
 from .microphone import MicrophoneFeed
@@ -387,20 +388,19 @@ class Peer:
         """Frame ``frame``'s picture to the video track: from the avatar's shared rest stream while it is
         an unaltered rest frame (joining on a keyframe), else for the sender to encode (leaving the shared
         stream, that picture is a keyframe)."""
-        picture = video_frame(image, frame.index, clock)
         stream = self.rest_streams.get(self.session.avatar, self._codec) if frame.rest and self.rest_streams else None
         if stream is not None and (self._sharing or stream.joinable(frame.index)):
             if not self._sharing:
                 self._sharing = True
                 self.switches.append((frame.index, True))
             self.shared_frames += 1
-            self.video.put(stream.packet(frame.index, picture.pts, picture.time_base))
+            self.video.put(stream.packet(frame.index, frame_pts(frame.index, clock), VIDEO_TIME_BASE))
             return
         if self._sharing:
             self._sharing = False
             self.switches.append((frame.index, False))
             _request_keyframe(self._video_sender)
-        self.video.put(picture)
+        self.video.put(video_frame(image, frame.index, clock))
 
     def drop_speech_before(self, frame: int) -> None:
         """The session was interrupted: the speech frames before ``frame`` that still wait for their
