@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -32,6 +34,7 @@ KEY_INTERVAL = 50  # positions between keyframes (2 s at 25 fps): a viewer at re
 MAX_CYCLE = 1500  # pictures: a longer rest loop is not shared (each viewer encodes its own)
 KEPT = 8  # encodings kept (least recently used dropped)
 ENCODERS = {"H264": "libx264", "VP8": "libvpx"}
+NICE = 10  # the encoding thread's niceness: it yields the CPU to live sessions
 
 
 def cycle_length(loop: int) -> int:
@@ -96,6 +99,15 @@ def encode_rest_loop(avatar, codec: str, kbps: int) -> RestStream:
     return RestStream(codec, tuple(packets), time.thread_time() - started)
 
 
+def _lower_this_threads_priority() -> None:
+    """Nice the calling thread (Linux schedules threads one by one); elsewhere it runs as it is."""
+    if hasattr(os, "setpriority") and sys.platform.startswith("linux"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
+        except OSError as exc:  # a container that forbids it: the encoding runs at normal priority
+            log.debug("the rest encoding keeps its priority: %s", exc)
+
+
 class RestStreams:
     """The shared rest encodings of one server at ``kbps``: :meth:`get` answers at once, with the encoding
     once it is made (in a background thread, the first time it is asked for)."""
@@ -123,6 +135,7 @@ class RestStreams:
         return None
 
     def _encode(self, key: tuple, avatar, codec: str) -> None:
+        _lower_this_threads_priority()  # live sessions' compositing and encoding go first
         stream = None
         loop = len(avatar.order)
         height, width = avatar.frames.shape[1:3]
