@@ -41,7 +41,7 @@ from .web.access import AccessGuard, AccessPolicy
 from .avatars.store import AvatarStore
 from .avatars.routes import DEFAULT_MAX_UPLOAD_MB, avatar_router
 from .engine.engine import Engine
-from .web.metrics import engine_registry
+from .web.metrics import WebRTCCollector, engine_registry
 from .outputs.control import Voice
 from .outputs.ice import WebRTCSettings
 from .outputs.ws import register as register_ws
@@ -86,6 +86,7 @@ def create_app(store: AvatarStore, engine: Engine, access: AccessPolicy = Access
         from .outputs.webrtc import register as register_webrtc
 
         register_webrtc(app, store, engine, webrtc, voice)
+        registry.register(WebRTCCollector(app.state.webrtc_peers, app.state.rest_streams))
     elif webrtc is not None:
         log.info("WebRTC off: aiortc is not installed (pip install 'musetalk[webrtc]')")
     return app

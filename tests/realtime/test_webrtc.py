@@ -650,6 +650,11 @@ def test_idle_viewers_share_one_rest_stream_and_speech_leaves_it_on_a_keyframe(u
                 await viewer.connected()
             pair = peer_of(speaker), peer_of(idle)
             await _until(lambda: all(p.shared_frames >= 2 * KEY_INTERVAL for p in pair), 60)
+            async with httpx.AsyncClient() as http:
+                metrics = (await http.get(f"{url}/metrics", timeout=30)).text
+            assert "musetalk_webrtc_sessions 2.0" in metrics and "musetalk_webrtc_sharing_rest 2.0" in metrics
+            made = float(app.state.rest_streams.encodings)
+            assert made >= 1 and f"musetalk_webrtc_rest_encodings_total {made}" in metrics, metrics[-800:]
             speaker.send({"type": "say", "text": "Hello there."})
             await speaker.message("utterance_done", 90)
             shared = pair[0].shared_frames

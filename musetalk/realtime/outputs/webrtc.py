@@ -384,6 +384,11 @@ class Peer:
         for packet in packets.cut(audio.frame(sound)):  # each 20 ms packet leaves at its own media time, on the same clock
             self.audio.put(packet, at=clock.wall(float(packet.pts * packet.time_base)) + self.budget_s)
 
+    @property
+    def sharing(self) -> bool:
+        """Whether the video track carries the avatar's shared rest stream now."""
+        return self._sharing
+
     def _put_picture(self, frame: MediaFrame, image: np.ndarray, clock) -> None:
         """Frame ``frame``'s picture to the video track: from the avatar's shared rest stream while it is
         an unaltered rest frame (joining on a keyframe), else for the sender to encode (leaving the shared

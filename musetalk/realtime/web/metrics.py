@@ -1,8 +1,9 @@
 """``GET /metrics``: an engine's state in the Prometheus text format, in a registry of its own per app.
 
 Live sessions, speaking sessions, frames sent and skipped, the frame latency histogram, queue depths,
-generate batch sizes, process memory (prometheus-client's process collector) and GPU memory; per published
-channel (label ``channel``): frames pushed, skipped, dropped, reconnects, bytes out, stream-vs-wall drift.
+generate batch sizes, process memory (prometheus-client's process collector) and GPU memory; WebRTC
+sessions, those sending the shared rest stream now, and the rest streams encoded; per published channel
+(label ``channel``): frames pushed, skipped, dropped, reconnects, bytes out, stream-vs-wall drift.
 """
 from __future__ import annotations
 
@@ -66,6 +67,21 @@ class ChannelCollector:
             connected.add_metric([status["name"]], float(status["connected"]))
         yield drift
         yield connected
+
+
+class WebRTCCollector:
+    """Reads the WebRTC sessions (``{id: Peer}``) and the shared rest streams at each scrape."""
+
+    def __init__(self, peers: dict, rest_streams) -> None:
+        self.peers, self.rest_streams = peers, rest_streams
+
+    def collect(self):
+        peers = list(self.peers.values())
+        yield GaugeMetricFamily("musetalk_webrtc_sessions", "Open WebRTC sessions", value=len(peers))
+        yield GaugeMetricFamily("musetalk_webrtc_sharing_rest", "WebRTC sessions sending their avatar's shared "
+                                "rest stream now (no encoder of their own)", value=sum(p.sharing for p in peers))
+        yield CounterMetricFamily("musetalk_webrtc_rest_encodings", "Rest loops encoded once for all idle viewers "
+                                  "(one per avatar and codec)", value=self.rest_streams.encodings)
 
 
 def _gpu_bytes(device) -> int:
