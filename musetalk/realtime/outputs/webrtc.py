@@ -293,7 +293,7 @@ class Peer:
     microphone. ``forget`` is called once it is closed."""
 
     def __init__(self, pid: str, avatar: str, session: Session, pc: RTCPeerConnection, budget_s: float,
-                 forget, rest_streams: RestStreams | None = None) -> None:
+                 forget, rest_streams: RestStreams) -> None:
         self.id = pid
         self.avatar = avatar
         self.session = session
@@ -393,7 +393,7 @@ class Peer:
         """Frame ``frame``'s picture to the video track: from the avatar's shared rest stream while it is
         an unaltered rest frame (joining on a keyframe), else for the sender to encode (leaving the shared
         stream, that picture is a keyframe)."""
-        stream = self.rest_streams.get(self.session.avatar, self._codec) if frame.rest and self.rest_streams else None
+        stream = self.rest_streams.get(self.session.avatar, self._codec) if frame.rest else None
         if stream is not None and (self._sharing or stream.joinable(frame.index)):
             if not self._sharing:
                 self._sharing = True
