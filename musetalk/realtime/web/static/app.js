@@ -1,11 +1,12 @@
 // MuseTalk real-time page. Selecting an avatar shows its poster at once and opens one live session on it:
 // over WebRTC by default (WHEP: POST /whep/{avatar}; a <video> plays the avatar's picture and speech as one
-// stream, the browser keeps them together; the data channel "control" carries say/interrupt/close and the
-// session's events; the microphone is an outgoing audio track), over the WebSocket (/ws/{avatar}) when
-// WebRTC fails or with ?transport=ws (JPEG frames drawn on a canvas on the audio clock, speech played by
-// media time on the same clock). Typed text (`say`), the microphone and WAV files speak through that
-// session; Stop interrupts. Query: ?token= (sent with every request), ?transport=ws, ?relay=1 (WebRTC
-// through the TURN server only: iceTransportPolicy "relay", for tests).
+// stream, the browser keeps them together and lipsync.js mends what its synchroniser leaves; the data
+// channel "control" carries say/interrupt/close and the session's events; the microphone is an outgoing
+// audio track), over the WebSocket (/ws/{avatar}) when WebRTC fails or with ?transport=ws (JPEG frames
+// drawn on a canvas on the audio clock, speech played by media time on the same clock). Typed text
+// (`say`), the microphone and WAV files speak through that session; Stop interrupts. Query: ?token= (sent
+// with every request), ?transport=ws, ?relay=1 (WebRTC through the TURN server only: iceTransportPolicy
+// "relay", for tests).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -537,8 +538,9 @@ class RtcSession extends Session {
       iceServers: Array.isArray(ice) ? ice : ice.iceServers || [],
       iceTransportPolicy: relayOnly ? "relay" : "all",
     }));
-    pc.addTransceiver("video", { direction: "recvonly" });
+    const video = pc.addTransceiver("video", { direction: "recvonly" });
     this.audio = pc.addTransceiver("audio", { direction: "sendrecv" });  // the microphone replaces its track
+    this.lipSync = new LipSync(video.receiver);
     this.channel = pc.createDataChannel("control");
     this.channel.binaryType = "arraybuffer";
     this.channel.onopen = () => {
@@ -686,8 +688,11 @@ class RtcSession extends Session {
         }
       }
     });
-    // estimatedPlayoutTimestamp (audio minus video): the A/V offset as played, a noisy estimate (figures only)
+    // estimatedPlayoutTimestamp (audio minus video): the A/V offset as played, a noisy estimate (lipsync.js
+    // acts on the median of three)
     rtc.playoutDiffMs = videoPlayout && audioPlayout ? audioPlayout - videoPlayout : null;
+    rtc.holdMs = this.lipSync.update(rtc.playoutDiffMs);  // ms: the picture held back to play with its sound
+    rtc.lipSyncSettled = this.lipSync.settled;
     const last = this.lastStats;
     const seconds = last ? (now - last.at) / 1000 : 0;
     rtc.fps = seconds > 0 ? (rtc.framesDecoded - last.framesDecoded) / seconds : 0;
@@ -700,7 +705,8 @@ class RtcSession extends Session {
     const first = stats.firstFrameMs === null ? "" : ` · text to first frame ${stats.firstFrameMs} ms`;
     $("stats").textContent = `${stats.state} · WebRTC ${rtc.connection}${rtc.candidateType ? ` (${rtc.candidateType})` : ""}` +
       ` · ${rtc.fps.toFixed(1)} fps · ${Math.round(rtc.kbps)} kbit/s · jitter buffer ${ms(rtc.jitterMs)}` +
-      ` · dropped ${rtc.framesDropped} · round trip ${ms(rtc.rttMs)} · skipped ${stats.skipped}${first}`;
+      ` · dropped ${rtc.framesDropped} · round trip ${ms(rtc.rttMs)} · lip-sync hold ${rtc.holdMs} ms` +
+      ` · skipped ${stats.skipped}${first}`;
     $("stats").className = stats.state === "refused" || stats.state === "failed" ? "error" : "";
   }
 
