@@ -6,8 +6,8 @@ timestamp, receive time of its last packet, expected display time). On loopback 
 microseconds, so a frame's receive time is its send time (the moment its last packet left the server):
 glass latency = expected display time - receive time, the receiver's jitter buffer, decoding and
 rendering. Not in it: the server's encoding (from the frame's playout point to its first packet). Also:
-the jitter buffers and getStats' audio-minus-video estimatedPlayoutTimestamp (a noisy A/V estimate:
-figures only), and the time from sending a typed sentence to its first spoken frame on screen (the first
+the page's lip-sync hold (the picture held back for its sound, part of the glass latency: lipsync.js), the
+jitter buffers and getStats' audio-minus-video estimatedPlayoutTimestamp (what the lip sync acts on), and the time from sending a typed sentence to its first spoken frame on screen (the first
 presented frame that differs from the rest picture: random models draw a face unlike the source).
 Called by ``bench/realtime.py --glass``.
 """
@@ -86,8 +86,9 @@ def bench_glass(args, work: Path) -> None:
         f"glass latency in Chromium (WebRTC on loopback, {Path(args.avatar).name}: frame received = sent -> shown, "
         f"requestVideoFrameCallback): p50 {np.percentile(glass, 50):.0f} ms, p95 {np.percentile(glass, 95):.0f} ms, "
         f"max {glass.max():.0f} ms over {len(glass)} frames at rest and speaking",
-        f"  jitter buffer video {rtc['jitterMs']:.0f} ms, audio {rtc['audioJitterMs']:.0f} ms; estimatedPlayoutTimestamp "
-        f"audio - video {rtc['playoutDiffMs']} ms (noisy, not a sync measure); frames dropped {rtc['framesDropped']}; "
+        f"  of which the lip-sync hold {rtc['holdMs']} ms (the picture held for its sound); jitter buffer video "
+        f"{rtc['jitterMs']:.0f} ms, audio {rtc['audioJitterMs']:.0f} ms; estimatedPlayoutTimestamp audio - video "
+        f"{rtc['playoutDiffMs']} ms; frames dropped {rtc['framesDropped']}; "
         f"speech frames skipped {done['skipped'] - warm['skipped']} of {done['utteranceFrames']}",
         "  text to first spoken frame on screen (say): " +
         (f"{during[first]['display'] - said_at:.0f} ms" if first is not None else
