@@ -11,7 +11,7 @@ from musetalk.realtime.engine.admission import Admission, ServerFull
 from musetalk.realtime.engine.engine import Engine
 from musetalk.realtime.engine.outbox import Event, Frame, Skip
 from musetalk.realtime.engine.render import composite
-from musetalk.realtime.engine.session import BLEND_FRAMES
+from musetalk.realtime.engine.session import BLEND_FRAMES, SessionError
 
 from .conftest import fake_models
 
@@ -27,16 +27,19 @@ def white_faces(engine, generate_s: float = 0.0):
 
 
 class Reader(threading.Thread):
-    """Collects (arrival time, item) of a session until its end."""
+    """Collects (arrival time, item) of a session until its end; ``error``: the SessionError it ended with."""
 
     def __init__(self, session) -> None:
         super().__init__(daemon=True)
-        self.session, self.items = session, []
+        self.session, self.items, self.error = session, [], None
         self.start()
 
     def run(self) -> None:
-        for item in self.session.frames(timeout=60):
-            self.items.append((time.perf_counter(), item))
+        try:
+            for item in self.session.frames(timeout=60):
+                self.items.append((time.perf_counter(), item))
+        except SessionError as exc:
+            self.error = exc
 
 
 def speak(session, samples: np.ndarray, chunk_ms: int = 20) -> None:

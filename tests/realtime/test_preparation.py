@@ -240,3 +240,5 @@ def test_the_background_lane_waits_while_a_session_speaks(tiny_musetalk, store, 
         waiter.start()
     waiter.join(30)
     assert not waiter.is_alive()
+    reader.join(5)  # the session's reader ends with the engine, not after its own timeout
+    assert not reader.is_alive() and str(reader.error) == "the engine is shut down"

@@ -282,13 +282,15 @@ class UdpListener(threading.Thread):
 
     def run(self) -> None:
         with open(self.path, "wb") as out:
-            while not self.stopping.is_set():
+            while True:
                 try:
                     out.write(self.sock.recv(65536))
-                except TimeoutError:
-                    continue
+                except TimeoutError:  # nothing for 0.2 s: done once asked to stop (all queued read)
+                    if self.stopping.is_set():
+                        return
 
     def stop(self) -> Path:
+        """Stop once the datagrams already queued on the socket are written; returns the file."""
         self.stopping.set()
         self.join(10)
         self.sock.close()

@@ -154,7 +154,8 @@ class Engine:
             self._cond.notify_all()
 
     def close(self) -> None:
-        """Stop the scheduler and the compositors (sessions still open get nothing more)."""
+        """Stop the scheduler and the compositors; sessions still open fail ("the engine is shut down"), so
+        their readers end at once instead of waiting out their timeout."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
@@ -162,6 +163,10 @@ class Engine:
         self._thread.join()
         self._clock.join()
         self._pool.shutdown(wait=True)
+        with self._cond:
+            still_open = self._open()
+        for session in still_open:
+            session.fail("the engine is shut down")
 
     def __enter__(self) -> "Engine":
         return self
