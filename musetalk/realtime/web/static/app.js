@@ -664,7 +664,7 @@ class RtcSession extends Session {
     const rtc = { connection: this.pc.connectionState, framesDecoded: 0, framesDropped: 0, bytes: 0,
                   audioBytes: 0, audioSamples: 0, audioEnergy: 0, jitterMs: null, audioJitterMs: null, rttMs: null,
                   candidateType: null };
-    let videoPlayout, audioPlayout;
+    let videoPlayout, audioPlayout, audioBuffer = null;
     const byId = new Map();
     report.forEach((s) => byId.set(s.id, s));
     report.forEach((s) => {
@@ -678,6 +678,7 @@ class RtcSession extends Session {
         Object.assign(rtc, { audioBytes: s.bytesReceived || 0, audioSamples: s.totalSamplesReceived || 0,
                              audioEnergy: s.totalAudioEnergy || 0 });
         if (s.jitterBufferEmittedCount) rtc.audioJitterMs = 1000 * s.jitterBufferDelay / s.jitterBufferEmittedCount;
+        audioBuffer = { delay: s.jitterBufferDelay || 0, emitted: s.jitterBufferEmittedCount || 0 };
         audioPlayout = s.estimatedPlayoutTimestamp;
       } else if (s.type === "transport" && s.selectedCandidatePairId) {
         const pair = byId.get(s.selectedCandidatePairId);
@@ -691,13 +692,16 @@ class RtcSession extends Session {
     // estimatedPlayoutTimestamp (audio minus video): the A/V offset as played, a noisy estimate (lipsync.js
     // acts on the median of three)
     rtc.playoutDiffMs = videoPlayout && audioPlayout ? audioPlayout - videoPlayout : null;
-    rtc.holdMs = this.lipSync.update(rtc.playoutDiffMs);  // ms: the picture held back to play with its sound
-    rtc.lipSyncSettled = this.lipSync.settled;
     const last = this.lastStats;
+    const emitted = audioBuffer && last && last.audioBuffer ? audioBuffer.emitted - last.audioBuffer.emitted : 0;
+    const soundDelayMs = emitted > 0 ? 1000 * (audioBuffer.delay - last.audioBuffer.delay) / emitted : null;
+    rtc.holdMs = this.lipSync.update(rtc.playoutDiffMs, soundDelayMs);  // ms: the picture held for its sound
+    rtc.lipSyncSettled = this.lipSync.settled;
+    rtc.lipSyncOff = this.lipSync.off;
     const seconds = last ? (now - last.at) / 1000 : 0;
     rtc.fps = seconds > 0 ? (rtc.framesDecoded - last.framesDecoded) / seconds : 0;
     rtc.kbps = seconds > 0 ? 8 * (rtc.bytes - last.bytes) / seconds / 1000 : 0;
-    this.lastStats = { at: now, framesDecoded: rtc.framesDecoded, bytes: rtc.bytes };
+    this.lastStats = { at: now, framesDecoded: rtc.framesDecoded, bytes: rtc.bytes, audioBuffer };
     if (live !== this) return;
     stats.rtc = rtc;
     stats.fps = rtc.fps;
@@ -705,7 +709,8 @@ class RtcSession extends Session {
     const first = stats.firstFrameMs === null ? "" : ` · text to first frame ${stats.firstFrameMs} ms`;
     $("stats").textContent = `${stats.state} · WebRTC ${rtc.connection}${rtc.candidateType ? ` (${rtc.candidateType})` : ""}` +
       ` · ${rtc.fps.toFixed(1)} fps · ${Math.round(rtc.kbps)} kbit/s · jitter buffer ${ms(rtc.jitterMs)}` +
-      ` · dropped ${rtc.framesDropped} · round trip ${ms(rtc.rttMs)} · lip-sync hold ${rtc.holdMs} ms` +
+      ` · dropped ${rtc.framesDropped} · round trip ${ms(rtc.rttMs)}` +
+      ` · lip sync ${rtc.lipSyncOff ? "off" : `holds ${rtc.holdMs} ms`}` +
       ` · skipped ${stats.skipped}${first}`;
     $("stats").className = stats.state === "refused" || stats.state === "failed" ? "error" : "";
   }
