@@ -206,6 +206,8 @@ LIPSYNC = Path(__file__).resolve().parents[2] / "musetalk" / "realtime" / "web" 
      [0, 0, 60] + [60] * 4 + [60, 60, 92], False),
     ([-60] * 3 + [-9] * 4 + [-55, -60, -58], [50] * 3 + [0] * 4 + [90, 92, 95],  # rose 42 ms: answered, off
      [0, 0, 60] + [60] * 4 + [60, 60, 0], True),
+    ([-60] * 3 + [-9] * 4 + [-5, 0, 3, -50, -50, -50], [50] * 3 + [0] * 4 + [55] * 3 + [100] * 3,  # only the
+     [0, 0, 60] + [60] * 4 + [60] * 3 + [60, 60, 110], False),  # decision right after a raise judges it
 ])
 def test_lip_sync_holds_the_picture_for_its_sound(browser, offsets, sound, holds, settled):
     """lipsync.js on polls of the estimated offset (audio minus video, ms) and of the sound's jitter-buffer

@@ -54,11 +54,12 @@ class LipSync {
     this.offsets = [];
     this.soundDelays = [];
     if (this.answered(soundDelay)) return this.giveUp(soundDelay);
+    this.raise = null;  // a raise is judged by the one decision after it
     const step = Math.max(-LIPSYNC_MOST_STEP_MS, Math.min(LIPSYNC_MOST_STEP_MS, -offset));
     const hold = Math.round(Math.max(0, Math.min(LIPSYNC_MOST_HOLD_MS, this.holdMs + step)));
     this.settled = Math.abs(offset) < LIPSYNC_DEAD_BAND_MS || hold === this.holdMs;
     if (this.settled || !("jitterBufferTarget" in this.video)) return this.holdMs;
-    this.raise = hold > this.holdMs && soundDelay !== null ? { by: hold - this.holdMs, soundDelayMs: soundDelay } : null;
+    if (hold > this.holdMs && soundDelay !== null) this.raise = { by: hold - this.holdMs, soundDelayMs: soundDelay };
     this.video.jitterBufferTarget = this.holdMs = hold;
     this.ignore = LIPSYNC_SETTLING;
     console.info(`lip sync: the sound plays ${Math.round(-offset)} ms behind its picture; the picture held ${hold} ms`);
