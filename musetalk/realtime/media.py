@@ -13,6 +13,7 @@ from the sample count, both on the session's one clock: nothing drifts however l
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from ..audio.pcm import to_pcm16
 from .engine.clock import MediaClock, frame_sample
 from .engine.outbox import Event, Frame, Skip
 
-__all__ = ["MediaClock", "MediaFrame", "paced_frames", "video_frame", "AudioOut", "AudioChunks", "VIDEO_TIME_BASE", "OPUS_FRAME"]
+__all__ = ["MediaClock", "MediaFrame", "paced_frames", "video_frame", "AudioOut", "AudioChunks", "resampler_delay", "VIDEO_TIME_BASE", "OPUS_FRAME"]
 
 VIDEO_TIME_BASE = Fraction(1, 90000)  # RTP's video clock; FLV/MPEG-TS muxers rescale from it
 OPUS_FRAME = 960  # samples of one 20 ms Opus packet at 48 kHz (aiortc sends each frame given as one packet)
@@ -138,21 +139,34 @@ def video_frame(image: np.ndarray, index: int, clock: MediaClock, time_base: Fra
 
 class AudioOut:
     """A session's speech (float32 16 kHz slots, in order from frame ``first_index``) as ``av.AudioFrame``s
-    of s16 mono at ``rate`` Hz, pts = the sample count on the session's clock (resampled as one stream)."""
+    of s16 mono at ``rate`` Hz, pts = the sample count on the session's clock (resampled as one stream).
+
+    Each slot gives exactly its own share of samples, so a frame's sound is complete at its playout point:
+    the resampler (FFmpeg's, which holds back a constant few samples for its filter) runs that many
+    samples behind the clock (1 ms at 16 -> 48 kHz), with silence in front. A resampler that held back the
+    end of each slot would leave the last 20 ms packet of every frame for the next frame's playout, and a
+    receiver would see its sound arrive in pairs of packets 40 ms apart (and buffer for that jitter)."""
 
     def __init__(self, clock: MediaClock, rate: int = 48000, first_index: int = 0) -> None:
-        import soxr
+        import av
 
         self.rate = rate
         self._next = frame_sample(first_index, clock.fps, rate)
-        self._resampler = soxr.ResampleStream(SAMPLE_RATE, rate, 1, dtype="float32") if rate != SAMPLE_RATE else None
+        self._fed = 0  # 16 kHz samples given to the resampler
+        self._resampler = None
+        lead = 0
+        if rate != SAMPLE_RATE:
+            self._resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+            lead = resampler_delay(rate)
+        self._lead = np.zeros(lead, np.float32)  # the silence in front (once)
 
     def frame(self, samples: np.ndarray):
-        """The next slot's ``samples`` (float32 (n,) 16 kHz) as one ``av.AudioFrame`` (None while the
-        resampler still holds them back)."""
+        """The next slot's ``samples`` (float32 (n,) 16 kHz) as one ``av.AudioFrame`` (None for no samples)."""
         import av
 
-        out = samples if self._resampler is None else self._resampler.resample_chunk(samples)
+        out = samples if self._resampler is None else self._resample(samples)
+        if self._lead.size:
+            out, self._lead = np.concatenate([self._lead, out]), self._lead[:0]
         if not len(out):
             return None
         pcm = to_pcm16(out).reshape(1, -1)
@@ -162,6 +176,28 @@ class AudioOut:
         frame.time_base = Fraction(1, self.rate)
         self._next += pcm.shape[1]
         return frame
+
+    def _resample(self, samples: np.ndarray) -> np.ndarray:
+        import av
+
+        if not len(samples):
+            return samples
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples, np.float32).reshape(1, -1), format="flt",
+                                           layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = SAMPLE_RATE, self._fed, Fraction(1, SAMPLE_RATE)
+        self._fed += len(samples)
+        return np.concatenate([f.to_ndarray().reshape(-1) for f in self._resampler.resample(frame)] or [samples[:0]])
+
+
+@functools.lru_cache(maxsize=None)
+def resampler_delay(rate: int) -> int:
+    """Samples (at ``rate``) FFmpeg's resampler from 16 kHz holds back: what 0.1 s of input falls short by."""
+    import av
+
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+    frame = av.AudioFrame.from_ndarray(np.zeros((1, SAMPLE_RATE // 10), np.float32), format="flt", layout="mono")
+    frame.sample_rate, frame.pts, frame.time_base = SAMPLE_RATE, 0, Fraction(1, SAMPLE_RATE)
+    return rate // 10 - sum(f.samples for f in resampler.resample(frame))
 
 
 class AudioChunks:
