@@ -63,7 +63,6 @@ OPUS_RATE = 48000
 RETRY_AFTER_S = 10
 VIDEO_QUEUE = 6  # pictures (240 ms at 25 fps) waiting for a stalled encoder before the oldest is dropped
 AUDIO_QUEUE = 12  # 20 ms packets likewise
-FOLLOW_HOLD_S = 0.1  # the longest a sound packet waits for its picture's encoder (then it leaves alone)
 DEFAULT_PLAYOUT_BUDGET_S = 0.2  # the playout delay after a frame's due time when the engine has no budget
 
 
@@ -217,24 +216,19 @@ class _FedTrack(MediaStreamTrack):
     Before the sender first asks (not connected yet) frames are dropped; then at most ``most`` wait (the
     oldest is dropped: an encoder stalled that long).
 
-    A track that ``follows`` another (audio follows video) also holds each frame until the other's sender
-    has sent the media time it starts at, at most ``FOLLOW_HOLD_S`` longer: the receiver lip-syncs by the
-    send time of each RTP timestamp (aiortc's sender reports), and a picture leaves only once encoded, so
-    without the hold the sound would leave an encode time ahead of its picture and play that much behind."""
+    The two tracks are paced apart, each by its own frames' times on the one clock: a sound packet never
+    waits for its picture's encoder. (Holding each one until the picture it plays with had been encoded
+    put the picture's encode time into the sound's spacing, and headless Chromium buffered the sound
+    twice as long for that jitter: docs/webrtc.md, One clock.)"""
 
-    def __init__(self, kind: str, most: int, follows: _FedTrack | None = None, frame_s: float = 0.0) -> None:
+    def __init__(self, kind: str, most: int) -> None:
         super().__init__()
         self.kind = kind
         self._most = most
-        self._frame_s = frame_s  # a frame's duration: what a sent frame covers
-        self._follows = follows
         self._frames: deque = deque()
         self._ready = asyncio.Event()
         self._started = False
-        self._taken: float | None = None  # media time (s) of the frame the sender took last
         self.first_pts: int | None = None  # of the first frame the sender took
-        self.sent_s = -float("inf")  # media time (s) up to which the sender has sent (its frames' ends)
-        self._sent = asyncio.Event()
         self.dropped = 0  # after the sender started
 
     def put(self, frame, at: float = 0.0) -> None:
@@ -250,7 +244,6 @@ class _FedTrack(MediaStreamTrack):
 
     async def recv(self):
         self._started = True
-        self._mark_sent()
         while not self._frames:
             if self.readyState != "live":
                 raise MediaStreamError
@@ -262,29 +255,9 @@ class _FedTrack(MediaStreamTrack):
             raise MediaStreamError
         if (wait := at - time.perf_counter()) > 0:
             await asyncio.sleep(wait)
-        media_s = float(frame.pts * frame.time_base)
-        if self._follows is not None:
-            await self._follows.sent_through(media_s, at + FOLLOW_HOLD_S)
-        self._taken = media_s
         if self.first_pts is None:
             self.first_pts = frame.pts
         return frame
-
-    def _mark_sent(self) -> None:
-        """The sender asks again: what it took last has been encoded and sent."""
-        if self._taken is not None:
-            self.sent_s, self._taken = self._taken + self._frame_s, None
-            self._sent.set()
-
-    async def sent_through(self, media_s: float, deadline: float) -> None:
-        """Wait until this track's sender has sent the frame that plays at media time ``media_s`` (s), or
-        until perf_counter ``deadline``."""
-        while self.sent_s <= media_s and (left := deadline - time.perf_counter()) > 0:
-            self._sent.clear()
-            try:
-                await asyncio.wait_for(self._sent.wait(), left)
-            except asyncio.TimeoutError:
-                return
 
 
 class Peer:
@@ -301,8 +274,8 @@ class Peer:
         self.pc = pc
         self._stale_before = 0  # speech frames before this index were interrupted: played as rest
         self.budget_s = budget_s
-        self.video = _FedTrack("video", VIDEO_QUEUE, frame_s=1 / session.clock.fps)
-        self.audio = _FedTrack("audio", AUDIO_QUEUE, follows=self.video)
+        self.video = _FedTrack("video", VIDEO_QUEUE)
+        self.audio = _FedTrack("audio", AUDIO_QUEUE)
         self.repeated = 0
         self.rest_streams = rest_streams
         self.shared_frames = 0  # rest frames sent from the avatar's shared rest stream
