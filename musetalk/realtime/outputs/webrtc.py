@@ -12,11 +12,11 @@ baseline, packetization-mode 1, preferred; VP8 accepted), an audio track (Opus 4
 silence), the client's microphone when it sends one (decoded, resampled to 16 kHz, fed as its speech),
 and a data channel ``control`` speaking the protocol of :mod:`.control` both ways (text JSON, binary PCM).
 
-One clock: both tracks are fed by one playout loop (:func:`musetalk.realtime.media.paced_frames`), which
-hands frame i's picture and the audio of frame i's slot to the two senders at the same instant, the
-frame's due time plus the latency budget; aiortc's sender reports pair RTP timestamps with those send
-times, so the receiver lip-syncs what left together. Video pts come from the frame index, audio from the
-sample count.
+One clock: both tracks are fed by one playout loop (:func:`musetalk.realtime.media.paced_frames`): frame
+i's picture leaves at its playout point (its due time plus the latency budget), and each 20 ms packet of
+its slot's audio at its own media time plus the budget; aiortc's sender reports pair RTP timestamps with
+those send times, so the receiver lip-syncs what left together. Video pts come from the frame index,
+audio from the sample count.
 
 Refusals answer ``{"type": "error", "message": "<one line>"}``: 400 (malformed offer, bad parameter, no
 video receiver), 415 (not ``application/sdp``, or no video codec the server sends), 404 (unknown avatar or
