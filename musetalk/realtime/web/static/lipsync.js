@@ -3,7 +3,7 @@
 // The server stamps both tracks from one media clock and its RTCP sender reports pair each with the time it
 // was sent, so the browser knows which sound goes with which picture: getStats()' estimatedPlayoutTimestamp
 // gives, for each track, the sender's time of the media playing now. A browser's own synchroniser should
-// bring the two together; headless Chromium's leaves the sound 50-80 ms behind its picture (docs/webrtc.md,
+// bring the two together; headless Chromium's leaves the sound 35-40 ms behind its picture (docs/webrtc.md,
 // One clock). LipSync closes the gap with the knob a page has, the video receiver's jitterBufferTarget:
 // raised while the sound is behind, lowered while it is ahead. It never holds the sound (an audio jitter
 // buffer grows at once but shrinks over many seconds), and it gives up for good once the browser answers a
