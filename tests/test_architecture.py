@@ -13,7 +13,8 @@ STAGES = ("models", "audio", "face", "video", "speech")
 DRIVERS = ("pipeline", "realtime", "train", "eval", "distributed", "cli", "integrations")
 FRAMEWORKS = {  # a framework, and the only modules that may import it
     "ray": ("musetalk.distributed",),
-    "aiortc": ("musetalk.realtime.outputs.webrtc", "musetalk.realtime.outputs.publish", "musetalk.integrations"),
+    "aiortc": ("musetalk.realtime.outputs.webrtc", "musetalk.realtime.outputs.paced_track", "musetalk.realtime.outputs.publish",
+               "musetalk.integrations"),
     "pipecat": ("musetalk.integrations.pipecat",),
 }
 

@@ -568,7 +568,7 @@ def test_sound_leaves_at_its_own_time_while_the_picture_encoder_stalls():
 
     import av
 
-    from musetalk.realtime.outputs.webrtc import _FedTrack
+    from musetalk.realtime.outputs.paced_track import PacedTrack
 
     def picture(index: int):
         frame = av.VideoFrame(16, 16, "rgb24")
@@ -581,7 +581,7 @@ def test_sound_leaves_at_its_own_time_while_the_picture_encoder_stalls():
         return frame
 
     async def scenario() -> tuple[list, list, float]:
-        video, audio = _FedTrack("video", VIDEO_QUEUE), _FedTrack("audio", 12)
+        video, audio = PacedTrack("video", VIDEO_QUEUE), PacedTrack("audio", 12)
         encoding, heard = [], []
 
         async def video_sender() -> None:

@@ -27,15 +27,12 @@ within the timeout is closed and its session released.
 from __future__ import annotations
 
 import asyncio
-import time
 import json
 import logging
 import uuid
-from collections import deque
 
 import numpy as np
-from aiortc import (MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSender,
-                    RTCSessionDescription)
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.codecs import h264, vpx
 from aiortc.exceptions import OperationError
 from aiortc.mediastreams import MediaStreamError
@@ -53,6 +50,7 @@ from ..media import (OPUS_FRAME, VIDEO_TIME_BASE, AudioChunks, AudioOut, MediaFr
 from .control import Control, ProtocolError, Voice, session_params
 from .ice import WebRTCSettings
 from .microphone import MicrophoneFeed
+from .paced_track import PacedTrack
 from .rest_stream import RestStreams
 
 log = logging.getLogger(__name__)
@@ -210,56 +208,6 @@ def _request_keyframe(sender: RTCRtpSender) -> None:
     sender._send_keyframe()
 
 
-class _FedTrack(MediaStreamTrack):
-    """A track whose frames the playout loop puts in (at their playout point) and the sender takes out,
-    each not before the perf_counter time it was put with (a 20 ms audio packet at its own media time).
-    Before the sender first asks (not connected yet) frames are dropped; then at most ``most`` wait (the
-    oldest is dropped: an encoder stalled that long).
-
-    The two tracks are paced apart, each by its own frames' times on the one clock: a sound packet never
-    waits for its picture's encoder. (Holding each one until the picture it plays with had been encoded
-    put the picture's encode time into the sound's spacing, and headless Chromium buffered the sound
-    twice as long for that jitter: docs/webrtc.md, One clock.)"""
-
-    def __init__(self, kind: str, most: int) -> None:
-        super().__init__()
-        self.kind = kind
-        self._most = most
-        self._frames: deque = deque()
-        self._ready = asyncio.Event()
-        self._started = False
-        self.first_pts: int | None = None  # of the first frame the sender took
-        self.dropped = 0  # after the sender started
-
-    def put(self, frame, at: float = 0.0) -> None:
-        """Hand ``frame`` (an ``av`` frame; None: the end) to the sender, to leave at perf_counter ``at``
-        (or now, if that has passed)."""
-        if frame is not None and not self._started:
-            return
-        if len(self._frames) >= self._most:
-            self._frames.popleft()
-            self.dropped += 1
-        self._frames.append((at, frame))
-        self._ready.set()
-
-    async def recv(self):
-        self._started = True
-        while not self._frames:
-            if self.readyState != "live":
-                raise MediaStreamError
-            self._ready.clear()
-            await self._ready.wait()
-        at, frame = self._frames.popleft()
-        if frame is None:
-            self.stop()
-            raise MediaStreamError
-        if (wait := at - time.perf_counter()) > 0:
-            await asyncio.sleep(wait)
-        if self.first_pts is None:
-            self.first_pts = frame.pts
-        return frame
-
-
 class Peer:
     """One WebRTC session: its engine ``session``, its ``control`` of it (set before :meth:`answer`), the
     peer connection ``pc`` and the tasks that feed the tracks, watch the connection and read the
@@ -274,8 +222,8 @@ class Peer:
         self.pc = pc
         self._stale_before = 0  # speech frames before this index were interrupted: played as rest
         self.budget_s = budget_s
-        self.video = _FedTrack("video", VIDEO_QUEUE)
-        self.audio = _FedTrack("audio", AUDIO_QUEUE)
+        self.video = PacedTrack("video", VIDEO_QUEUE)
+        self.audio = PacedTrack("audio", AUDIO_QUEUE)
         self.repeated = 0
         self.rest_streams = rest_streams
         self.shared_frames = 0  # rest frames sent from the avatar's shared rest stream

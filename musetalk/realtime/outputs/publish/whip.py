@@ -3,16 +3,19 @@
 A :class:`WhipSink` is one connection: it POSTs an SDP offer (``Content-Type: application/sdp``) to the
 endpoint, takes the 201 answer (and its ``Location``, DELETEd at the end), and feeds the units' frames to
 one video and one audio track on its own event loop thread. aiortc encodes them itself (VP8 or H.264 as
-negotiated, Opus), paced by the channel: picture and sound of a slot are handed over together, so the
-sender reports (RTCP) pair both with one clock. aiortc sets its own bit rates (moved by the receiver's
+negotiated, Opus), paced by the channel: a slot's picture leaves when the channel writes it, each 20 ms
+packet of its sound at its own media time after that (:class:`~..paced_track.PacedTrack`), so the
+sender reports (RTCP) pair both with one clock and the sound arrives evenly spaced, not a slot's packets
+in one burst (a receiver's jitter buffer would wait for that). Frames written before aiortc's senders
+start (the connection is not up yet) are not sent. aiortc sets its own bit rates (moved by the receiver's
 REMB): ``--video-kbps`` does not apply here. aiortc is imported only here, when a WHIP target is used.
 """
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -24,7 +27,8 @@ from .targets import Target
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 15.0
-TRACK_FRAMES = 100  # frames a track may hold for aiortc's sender before the oldest goes
+# pictures the video track may hold for aiortc's sender before the oldest goes (the sound: twice as many packets)
+TRACK_FRAMES = 100
 
 
 def _post_offer(url: str, sdp: str) -> tuple[str, str | None]:
@@ -73,8 +77,9 @@ class WhipSink:
     async def _connect(self) -> None:
         from aiortc import RTCPeerConnection, RTCSessionDescription
 
-        track = _track_class()
-        self._video, self._audio = track("video"), track("audio")
+        from ..paced_track import PacedTrack
+
+        self._video, self._audio = PacedTrack("video", TRACK_FRAMES), PacedTrack("audio", 2 * TRACK_FRAMES)
         self._pc = pc = RTCPeerConnection()
         pc.addTrack(self._video)
         pc.addTrack(self._audio)
@@ -93,10 +98,12 @@ class WhipSink:
             raise ConnectionResetError(104, self._failed)
         frame = unit.video.reformat(width=self.settings.width, height=self.settings.height, format="yuv420p")
         frame.pts, frame.time_base = unit.video.pts, unit.video.time_base
-        self._loop.call_soon_threadsafe(self._video.put, frame)
-        if unit.audio is not None:
-            for sound in self._packets.cut(unit.audio):
-                self._loop.call_soon_threadsafe(self._audio.put, sound)
+        now = time.perf_counter()
+        self._loop.call_soon_threadsafe(self._video.put, frame, now)
+        slot_s = unit.video.pts * unit.video.time_base
+        for sound in self._packets.cut(unit.audio):  # (a packet begun in the slot before leaves now)
+            after_s = max(0.0, float(sound.pts * sound.time_base - slot_s))
+            self._loop.call_soon_threadsafe(self._audio.put, sound, now + after_s)
 
     def close(self) -> None:
         asyncio.run_coroutine_threadsafe(self._pc.close(), self._loop).result(10)
@@ -114,25 +121,3 @@ class WhipSink:
     def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
-
-
-@functools.lru_cache(maxsize=None)
-def _track_class():
-    """A MediaStreamTrack whose ``recv`` gives what ``put`` got (made on first use: aiortc loads lazily)."""
-    from aiortc import MediaStreamTrack
-
-    class QueueTrack(MediaStreamTrack):
-        def __init__(self, kind: str) -> None:
-            super().__init__()
-            self.kind = kind
-            self.queue: asyncio.Queue = asyncio.Queue(TRACK_FRAMES)
-
-        def put(self, frame) -> None:
-            if self.queue.full():
-                self.queue.get_nowait()  # aiortc's sender fell behind: the oldest goes
-            self.queue.put_nowait(frame)
-
-        async def recv(self):
-            return await self.queue.get()
-
-    return QueueTrack
