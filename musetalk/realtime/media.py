@@ -178,15 +178,21 @@ class AudioOut:
         return frame
 
     def _resample(self, samples: np.ndarray) -> np.ndarray:
-        import av
-
         if not len(samples):
             return samples
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples, np.float32).reshape(1, -1), format="flt",
-                                           layout="mono")
-        frame.sample_rate, frame.pts, frame.time_base = SAMPLE_RATE, self._fed, Fraction(1, SAMPLE_RATE)
+        frame = _speech_frame(samples, self._fed)
         self._fed += len(samples)
         return np.concatenate([f.to_ndarray().reshape(-1) for f in self._resampler.resample(frame)] or [samples[:0]])
+
+
+def _speech_frame(samples: np.ndarray, pts: int):
+    """``samples`` (float32 (n,) 16 kHz mono) as an ``av.AudioFrame`` (flt) at sample ``pts``."""
+    import av
+
+    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples, np.float32).reshape(1, -1), format="flt",
+                                       layout="mono")
+    frame.sample_rate, frame.pts, frame.time_base = SAMPLE_RATE, pts, Fraction(1, SAMPLE_RATE)
+    return frame
 
 
 @functools.lru_cache(maxsize=None)
@@ -195,8 +201,7 @@ def resampler_delay(rate: int) -> int:
     import av
 
     resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
-    frame = av.AudioFrame.from_ndarray(np.zeros((1, SAMPLE_RATE // 10), np.float32), format="flt", layout="mono")
-    frame.sample_rate, frame.pts, frame.time_base = SAMPLE_RATE, 0, Fraction(1, SAMPLE_RATE)
+    frame = _speech_frame(np.zeros(SAMPLE_RATE // 10, np.float32), 0)
     return rate // 10 - sum(f.samples for f in resampler.resample(frame))
 
 
