@@ -6,9 +6,10 @@ timestamp, receive time of its last packet, expected display time). On loopback 
 microseconds, so a frame's receive time is its send time (the moment its last packet left the server):
 glass latency = expected display time - receive time, the receiver's jitter buffer, decoding and
 rendering. Not in it: the server's encoding (from the frame's playout point to its first packet). Also:
-the page's lip-sync hold (the picture held back for its sound, part of the glass latency: lipsync.js), the
-jitter buffers and getStats' audio-minus-video estimatedPlayoutTimestamp (what the lip sync acts on), and the time from sending a typed sentence to its first spoken frame on screen (the first
-presented frame that differs from the rest picture: random models draw a face unlike the source).
+the page's lip-sync hold (the picture held back for its sound, part of the glass latency: lipsync.js),
+the jitter buffers and getStats' audio-minus-video estimatedPlayoutTimestamp (what the lip sync acts on),
+and the time from sending a typed sentence to its first spoken frame on screen (the first presented frame
+that differs from the rest picture: random models draw a face unlike the source).
 Called by ``bench/realtime.py --glass``.
 """
 from __future__ import annotations

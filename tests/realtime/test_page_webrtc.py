@@ -172,8 +172,9 @@ def test_picture_and_sound_in_sync_in_chromium(browser, serve, loudness_engine, 
     wait_stats(browser, CONNECTED + " && s.rtc.lipSyncSettled", 90)
     browser.evaluate(video_probe())
     browser.wait_for("window.probe.frames.length >= 25", 30)
-    # only the last frame crosses to Python: parsing a second of frames here held the GIL ~120 ms, and the
-    # server (a thread of this process) sent that late a burst of sound, which Chromium then buffered for
+    # only the last frame crosses to Python: parsing a second of frames here held the GIL ~120 ms, the
+    # server (a thread of this process) then sent its sound in one late burst, and Chromium's audio jitter
+    # buffer held ~130 ms for the rest of the utterance
     reference = browser.evaluate("window.probe.take().slice(-1)")[0]
     browser.evaluate("document.getElementById('text').value = 'Hello there.'")
     browser.evaluate("document.getElementById('say').click()")
